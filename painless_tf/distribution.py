@@ -1,0 +1,148 @@
+"""Distribution: the `tf.distribute` strategy, and every Keras/TF workaround.
+
+Everything `tf.distribute`-specific that the training engine needs lives
+behind the few functions of this module, so that `engine.py` reads as a plain
+accumulating training step. Each workaround names the upstream issue and the
+versions it was checked against (TensorFlow 2.21.0, Keras 3.15.1).
+
+What breaks upstream when the pieces are used together, and where it is
+handled here:
+
+- `optimizer.gradient_accumulation_steps` calls `merge_call` inside a
+  `cond` under `MirroredStrategy` (keras-team/keras#20582). The engine keeps
+  its accumulators itself and applies the update once, in cross-replica
+  context, with `apply_gradients`.
+- `LossScaleOptimizer.apply` refuses cross-replica context; its
+  backend-agnostic branch does exactly what is needed there:
+  `apply_gradients`.
+- `compile(jit_compile=True)` under any strategy compiles `strategy.run`
+  itself and fails; only the per-replica step is compiled (engine.py).
+- Keras' first-batch symbolic build reduces the distributed batch with
+  `strategy.reduce("MEAN")`, which fails on bool tensors ("AddN" on bool),
+  on dict inputs under multi-worker, and on scalar logs
+  (tensorflow/tensorflow#72388): `symbolic_build` builds from the first
+  replica's local batch instead.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def make_strategy(name="default", *, tpu=None, devices=None):
+    """Creates the `tf.distribute.Strategy` named by a plan.
+
+    Args:
+        name: str. One of `"default"` (one device), `"mirrored"` (all local
+            GPUs, or `devices`), `"multi_worker_mirrored"` (workers from
+            `TF_CONFIG`), `"tpu"`.
+        tpu: str or None. TPU name or address for `"tpu"` (`"local"` on a
+            TPU VM); None lets the resolver find it (Colab).
+        devices: list of str or None. Devices for `"mirrored"`, e.g.
+            `["/cpu:0", "/cpu:1"]` for logical CPU devices.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Examples:
+    >>> make_strategy("default").num_replicas_in_sync
+    1
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker_mirrored":
+        timeout = float(os.environ.get("PAINLESS_TF_COLLECTIVE_TIMEOUT", 60))
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=timeout
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=options
+        )
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(
+        f"`strategy` must be one of {', '.join(STRATEGIES)}. "
+        f"Received: strategy={name!r}"
+    )
+
+
+def is_tpu_strategy(strategy):
+    """Whether `strategy` is a `TPUStrategy` (any version)."""
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def create_accumulator(variable, name):
+    """A replica-local float32 zero variable shaped like `variable`.
+
+    Each replica adds its own gradients to its own copy (`ON_READ`); a read in
+    cross-replica context returns the sum over all replicas (and all workers),
+    which is exactly the all-reduce the update needs, done once per update
+    rather than once per micro-batch.
+    """
+    return tf.Variable(
+        tf.zeros(variable.shape, dtype=tf.float32),
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM,
+    )
+
+
+def apply_gradients(optimizer, grads, variables):
+    """Applies already all-reduced gradients in cross-replica context.
+
+    Keras' `TFOptimizer` skips its own all-reduce outside a replica context
+    and updates each mirrored copy with `extended.update`, so the gradients
+    passed here are applied exactly once. Global-norm clipping (the
+    optimizer's `global_clipnorm`) therefore sees the true global gradient,
+    not a per-replica one.
+
+    With a `LossScaleOptimizer`, the gradients are still scaled: a
+    non-finite value anywhere skips the whole update, halves the scale and
+    leaves every weight and the step counter untouched.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # Keras 3.15.1: `LossScaleOptimizer.apply` raises in cross-replica
+        # context (`_tf_apply`); `_common_apply` is its backend-agnostic path
+        # (finite check, unscale, inner apply, grow or shrink the scale), and
+        # in cross-replica context it needs no `merge_call`.
+        optimizer._common_apply(grads, trainable_variables=variables)
+    else:
+        optimizer.apply(grads, variables)
+
+
+def loss_tracker(model):
+    """The compiled model's "loss" `Mean` metric.
+
+    Keras 3.15.1 keeps it in `Trainer._loss_tracker` and offers no public
+    accessor; `model.metrics[0]` is the same object when compiled with a loss.
+    """
+    return model._loss_tracker
+
+
+def symbolic_build(model, distributed_batch):
+    """Builds the model, metrics and optimizer from one replica's batch.
+
+    Replaces Keras 3.15.1's `_maybe_symbolic_build`, whose
+    `strategy.reduce("MEAN", batch)` fails on bool/int masks and on dict
+    inputs under `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388).
+    Only shapes and dtypes matter here, so the first local replica's batch
+    serves as well as a mean.
+    """
+    strategy = model.distribute_strategy
+    local = tf.nest.map_structure(
+        lambda v: strategy.experimental_local_results(v)[0]
+        if isinstance(v, tf.distribute.DistributedValues)
+        else v,
+        distributed_batch,
+    )
+    with strategy.scope():
+        model._symbolic_build(data_batch=local)

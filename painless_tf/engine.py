@@ -1,0 +1,356 @@
+"""The training engine: one exact, accumulating optimizer update per step.
+
+What a "step" is, once for the whole project: **a step is one optimizer
+update.** It consumes one global batch, which every replica splits into
+`accumulation_steps` micro-batches. `fit(steps_per_epoch=...)`, the progress
+bar, `on_train_batch_end`, `optimizer.iterations`, learning-rate schedules,
+weight decay, checkpoints and logs all count these updates. A micro-batch is
+never a step.
+
+The update is exact: it equals the update of one big batch made of the same
+examples, whatever the split.
+
+- Each micro-batch adds the gradient of its *sum* of weighted per-example
+  losses (over rows, or over tokens for token-level losses) to replica-local
+  accumulators, and adds its sum of weights to a weight accumulator.
+- The update divides the summed gradient by the summed weight of the whole
+  global batch. That is the gradient of the weighted mean over every real
+  example, so uneven micro-batches, zero-weight padding rows and
+  token-averaged losses all weigh what they would in one big batch (no mean
+  of means).
+- Global-norm clipping, weight decay and the loss-scale check see the full
+  gradient once per update (`distribution.apply_gradients`).
+
+A micro-batch loss is divided by the micro-batch size (a constant) before
+differentiation, so loss scaling and float16 see gradients of a per-example
+mean's magnitude, not of a sum; the constant is multiplied back at the update.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from painless_tf import distribution
+
+
+class Trainer(keras.Model):
+    """Wraps a Keras model with an exact accumulating, distributed train step.
+
+    The wrapped model keeps its own identity (save it, export it, call it);
+    the `Trainer` shares its weights and adds a `fit` whose every step is one
+    optimizer update over `accumulation_steps` micro-batches per replica, with
+    mixed precision, loss scaling, any `tf.distribute` strategy and an
+    XLA-compiled per-replica step. Outputs are cast to float32, so logits and
+    loss are float32 under a mixed policy.
+
+    Create it, and call `compile`, under the strategy's scope
+    (`painless_tf.compile_for_training` does all of that in one line).
+
+    Args:
+        model: keras.Model. Any Keras model, e.g. a keras-hub
+            `BertTextClassifier`.
+        accumulation_steps: int. Micro-batches per replica per update; the
+            per-replica batch must hold `accumulation_steps` micro-batches.
+        xla: bool. Compile the per-replica micro-step (forward, backward,
+            accumulate) with XLA.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Examples:
+    >>> import numpy as np
+    >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> trainer = Trainer(inner, accumulation_steps=2)
+    >>> trainer.compile(optimizer="sgd",
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> x = np.ones((8, 3), "float32"); y = np.zeros((8,), "int32")
+    >>> history = trainer.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    >>> int(trainer.optimizer.iterations.numpy())
+    2
+    """
+
+    def __init__(self, model, *, accumulation_steps=1, xla=False, **kwargs):
+        if int(accumulation_steps) < 1:
+            raise ValueError(
+                "`accumulation_steps` must be an integer >= 1. "
+                f"Received: accumulation_steps={accumulation_steps}"
+            )
+        kwargs.setdefault("name", f"painless_{model.name}")
+        super().__init__(**kwargs)
+        self.model = model
+        self.accumulation_steps = int(accumulation_steps)
+        self.xla = bool(xla)
+        self.per_example_loss = None
+        self._accumulators = None
+        self._normalizer = None
+
+    def call(self, inputs, training=False):
+        outputs = self.model(inputs, training=training)
+        return tf.nest.map_structure(lambda t: ops.cast(t, "float32"), outputs)
+
+    def compile(
+        self,
+        optimizer="adamw",
+        loss=None,
+        metrics=None,
+        weighted_metrics=None,
+        **kwargs,
+    ):
+        """Configures the model for training.
+
+        Args:
+            optimizer: str or keras.optimizers.Optimizer. Wrapped in a
+                `LossScaleOptimizer` when the global policy is
+                `mixed_float16` (and not wrapped already).
+            loss: keras.losses.Loss or callable or None. Must give one loss
+                per example (or per token): a `keras.losses.Loss` instance is
+                used through its unreduced `call`; a plain function
+                `loss(y_true, y_pred)` must return unreduced values. Defaults
+                to sparse categorical cross-entropy on logits.
+            metrics: list. Keras metrics, as in `keras.Model.compile`.
+            weighted_metrics: list. Keras metrics weighted by sample weight
+                (padding rows have weight 0; prefer these).
+            **kwargs: other `keras.Model.compile` arguments, except
+                `jit_compile` (use `xla=` on the `Trainer`) and
+                `steps_per_execution` (a step is one update).
+        """
+        for name in ("jit_compile", "steps_per_execution"):
+            if kwargs.pop(name, None) not in (None, False, 1):
+                raise ValueError(
+                    f"`{name}` is not supported by painless_tf.Trainer: "
+                    "the whole-model compile breaks under tf.distribute. "
+                    "Pass `xla=True` to the Trainer to compile the "
+                    "per-replica step instead."
+                )
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = keras.optimizers.get(optimizer)
+        if keras.mixed_precision.global_policy().name == "mixed_float16" and (
+            not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        ):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.per_example_loss = loss
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            jit_compile=False,
+            steps_per_execution=1,
+            **kwargs,
+        )
+
+    # === Per-replica pieces ===
+
+    def _unreduced_loss(self, y, y_pred):
+        if isinstance(self.per_example_loss, keras.losses.Loss):
+            return self.per_example_loss.call(y, y_pred)
+        return self.per_example_loss(y, y_pred)
+
+    def _ensure_accumulators(self):
+        if self._accumulators is not None:
+            return
+        with self.distribute_strategy.scope():
+            self._accumulators = [
+                distribution.create_accumulator(v, f"accumulator_{i}")
+                for i, v in enumerate(self.trainable_variables)
+            ]
+            self._weight_accumulator = distribution.create_accumulator(
+                tf.zeros(()), "accumulated_weight"
+            )
+
+    def _micro_step(self, x, y, sample_weight, micro_batch_size):
+        """Forward, backward and accumulate one micro-batch on one replica."""
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            per_example = ops.cast(self._unreduced_loss(y, y_pred), "float32")
+            weight = _broadcast_weight(sample_weight, per_example)
+            loss_sum = ops.sum(per_example * weight)
+            weight_sum = ops.sum(weight)
+            # Dividing by a constant keeps the magnitudes of a mean; the
+            # update multiplies it back (see the module docstring).
+            objective = loss_sum / micro_batch_size
+            if self.losses:
+                # Regularization enters each micro-batch in proportion to
+                # its weight, so the update sees it exactly once.
+                objective += ops.sum(self.losses) * (
+                    weight_sum / micro_batch_size
+                )
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                objective = self.optimizer.scale_loss(objective)
+        grads = tape.gradient(objective, self.trainable_variables)
+        for accumulator, grad in zip(self._accumulators, grads):
+            if grad is None:
+                continue
+            # Replica-local (ON_READ) variables take no `scatter_add`: an
+            # embedding's sparse gradient is made dense here, once per
+            # micro-batch.
+            accumulator.assign_add(
+                ops.cast(tf.convert_to_tensor(grad), "float32")
+            )
+        self._weight_accumulator.assign_add(weight_sum)
+        return loss_sum, weight_sum, y_pred
+
+    def _replica_train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        k = self.accumulation_steps
+        rows = _num_rows(y)
+        if sample_weight is None:
+            sample_weight = tf.ones([rows], dtype="float32")
+        sample_weight = ops.cast(sample_weight, "float32")
+        micro = -(-rows // k)  # ceil: the last micro-batch may be uneven
+        if isinstance(rows, int) and rows % k == 0:
+            index = None
+        else:
+            # Pad to k equal micro-batches with zero-weight copies of real
+            # rows (copies, not zeros: an all-masked row can give NaN).
+            index = tf.range(k * micro) % rows
+            real = ops.cast(tf.range(k * micro) < rows, "float32")
+            x, y = (tf.nest.map_structure(lambda t: tf.gather(t, index), d)
+                    for d in (x, y))
+            sample_weight = tf.gather(sample_weight, index)
+            sample_weight *= _broadcast_weight(real, sample_weight)
+        if self._normalizer is None:
+            # Fixed at the first trace, shared by every micro-step and the
+            # update: any constant is exact, a micro-batch size keeps the
+            # magnitudes of a mean.
+            self._normalizer = float(micro) if isinstance(micro, int) else 1.0
+        micro_batch_size = self._normalizer
+
+        def micro_slice(t, i):
+            return t[i * micro:(i + 1) * micro]
+
+        loss_total = tf.zeros((), "float32")
+        weight_total = tf.zeros((), "float32")
+        predictions = []
+        for i in range(k):
+            # A Python loop: k is small and static, and each call is one
+            # compiled micro-step with static shapes.
+            xs, ys, ws = tf.nest.map_structure(
+                lambda t: micro_slice(t, i), (x, y, sample_weight)
+            )
+            loss_sum, weight_sum, y_pred = self._compiled_micro_step(
+                xs, ys, ws, micro_batch_size
+            )
+            loss_total += loss_sum
+            weight_total += weight_sum
+            predictions.append(y_pred)
+        y_pred = tf.nest.map_structure(
+            lambda *parts: tf.concat(parts, axis=0), *predictions
+        )
+        if index is not None:
+            y_pred = tf.nest.map_structure(lambda t: t[:rows], y_pred)
+            x, y, sample_weight = tf.nest.map_structure(
+                lambda t: t[:rows], (x, y, sample_weight)
+            )
+        distribution.loss_tracker(self).update_state(
+            tf.math.divide_no_nan(loss_total, weight_total),
+            sample_weight=weight_total,
+        )
+        self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _apply_update(self):
+        """Cross-replica: one optimizer update from the accumulated sums."""
+        weight = self._weight_accumulator.read_value()
+        # Undo the per-micro-batch constant: the micro-batch size was the
+        # same for every micro-batch and replica of this update.
+        scale = tf.math.divide_no_nan(self._normalizer, weight)
+        grads = [a.read_value() * scale for a in self._accumulators]
+        distribution.apply_gradients(
+            self.optimizer, grads, self.trainable_variables
+        )
+        for accumulator in self._accumulators:
+            accumulator.assign(tf.zeros_like(accumulator))
+        self._weight_accumulator.assign(tf.zeros(()))
+
+    # === Keras hooks ===
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        self._ensure_accumulators()
+        strategy = self.distribute_strategy
+        self._compiled_micro_step = tf.function(
+            self._micro_step, jit_compile=self.xla, reduce_retracing=True
+        )
+
+        @tf.function(reduce_retracing=True)
+        def train_update(iterator):
+            strategy.run(self._replica_train_step, args=(next(iterator),))
+            self._apply_update()
+            return self.get_metrics_result()
+
+        self.train_function = train_update
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        strategy = self.distribute_strategy
+        predict = tf.function(
+            lambda x: self(x, training=False),
+            jit_compile=self.xla,
+            reduce_retracing=True,
+        )
+
+        def replica_step(data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            y_pred = predict(x)
+            per_example = ops.cast(self._unreduced_loss(y, y_pred), "float32")
+            if sample_weight is None:
+                sample_weight = tf.ones([_num_rows(y)], "float32")
+            weight = _broadcast_weight(
+                ops.cast(sample_weight, "float32"), per_example
+            )
+            weight_sum = ops.sum(weight)
+            distribution.loss_tracker(self).update_state(
+                tf.math.divide_no_nan(ops.sum(per_example * weight),
+                                      weight_sum),
+                sample_weight=weight_sum,
+            )
+            self.compute_metrics(x, y, y_pred, sample_weight)
+
+        @tf.function(reduce_retracing=True)
+        def test_function(iterator):
+            strategy.run(replica_step, args=(next(iterator),))
+            return self.get_metrics_result()
+
+        self.test_function = test_function
+        return self.test_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15.1 hook, replaced: see `distribution.symbolic_build`.
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = next(it)
+                break
+        if data_batch is not None:
+            distribution.symbolic_build(self, data_batch)
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "accumulation_steps": self.accumulation_steps,
+            "xla": self.xla,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"]
+        )
+        return cls(**config)
+
+
+def _num_rows(y):
+    first = tf.nest.flatten(y)[0]
+    static = first.shape[0]
+    return static if static is not None else tf.shape(first)[0]
+
+
+def _broadcast_weight(sample_weight, values):
+    """Sample weights shaped like the unreduced loss values."""
+    weight = ops.cast(sample_weight, "float32")
+    while len(weight.shape) < len(values.shape):
+        weight = ops.expand_dims(weight, -1)
+    return ops.broadcast_to(weight, ops.shape(values))
