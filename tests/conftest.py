@@ -33,4 +33,4 @@ def _reset_policy_and_seeds():
     keras.utils.set_random_seed(1234)
     yield
     keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
+

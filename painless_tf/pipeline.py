@@ -1,0 +1,1033 @@
+"""Tokenize once, bucket by length, and cut fixed-size batches.
+
+keras-hub's default preprocessing pads every example to `sequence_length`
+(256 for all-MiniLM-L6-v2), while fine-tuning texts are mostly 30-60 tokens
+long. This module tokenizes the texts once, keeps them unpadded, puts each
+example into the smallest of a few length buckets that fits it, and cuts
+batches of exactly `global_batch_size` rows. XLA then sees at most
+`len(buckets)` shapes, and the model sees little padding.
+
+What a batch is (the contract with the training engine): one optimizer
+update. Its elements are `(x, y, sample_weight)` with
+
+    x = {"token_ids": int32 [B, L], "segment_ids": int32 [B, L],
+         "padding_mask": int32 [B, L]}
+    y = int32 [B]
+    sample_weight = float32 [B]   # 1.0 real rows, 0.0 filler rows
+
+where `B = global_batch_size / num_workers` and `L` is one of the bucket
+boundaries. A bucket's last batch is filled up with zero-weight rows that
+hold a valid `[CLS] [SEP]`, so attention never sees an all-masked row.
+
+Typical use:
+
+    tokenized = tokenize(examples, tokenizer, max_sequence_length=128)
+    buckets = choose_buckets(tokenized.lengths, max_sequence_length=128,
+                             global_batch_size=32)
+    steps = steps_per_epoch(tokenized.lengths, global_batch_size=32,
+                            buckets=buckets)
+    train = make_dataset(tokenized, global_batch_size=32, buckets=buckets,
+                         training=True, seed=0, epoch=0, epochs=3)
+    model.fit(train, epochs=3, steps_per_epoch=steps)
+
+Measured on 2 shared CPU cores (Rotten Tomatoes critic snippets, 12,808
+texts of 27 tokens on average, all-MiniLM-L6-v2 vocabulary,
+`max_sequence_length=128`, `B=32`): `tokenize` takes 0.5-1 s (14,000-27,000
+texts/s, depending on the other load) and its cache loads in under 0.01 s.
+With 4 buckets (24, 32, 48, 80) the model sees 22% padding, against 79% when
+every row is padded to 128 and 90% at keras-hub's default of 256.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+
+import keras_hub
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+# Texts per tokenizer call; large enough to amortize the per-call overhead of
+# the tokenizer ops, small enough that the padded packer output stays small
+# (1024 x 512 int32 = 2 MiB).
+_TOKENIZE_BATCH_SIZE = 1024
+# Bumped whenever the layout of the cache file changes.
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenizedExamples:
+    """Packed, unpadded token ids of every example, kept in memory as numpy.
+
+    Example `i` occupies `token_ids[offsets[i]:offsets[i] + lengths[i]]`
+    and reads `[CLS] a [SEP]` (or `[CLS] a [SEP] b [SEP]` for pairs).
+
+    Args:
+        token_ids: np.ndarray. int32 [total_tokens], all examples end to end.
+        segment_ids: np.ndarray. int8 [total_tokens], 0 for the first text
+            column (and its `[CLS]`/`[SEP]`), 1 for the second.
+        lengths: np.ndarray. int32 [num_examples], tokens per example,
+            special tokens included.
+        labels: np.ndarray or None. int32 [num_examples]; None for texts
+            without labels (prediction only).
+        cls_token_id: int. Id of `[CLS]`.
+        sep_token_id: int. Id of `[SEP]`.
+        pad_token_id: int. Id of `[PAD]`.
+        max_sequence_length: int. The length examples were truncated to.
+
+    Examples:
+
+    >>> t = TokenizedExamples(
+    ...     token_ids=np.array([2, 5, 3, 2, 6, 7, 3], np.int32),
+    ...     segment_ids=np.zeros(7, np.int8),
+    ...     lengths=np.array([3, 4], np.int32),
+    ...     labels=np.array([0, 1], np.int32),
+    ...     cls_token_id=2, sep_token_id=3, pad_token_id=0,
+    ...     max_sequence_length=8)
+    >>> t.num_examples, t.offsets.tolist()
+    (2, [0, 3])
+    """
+
+    token_ids: np.ndarray
+    segment_ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray | None
+    cls_token_id: int
+    sep_token_id: int
+    pad_token_id: int
+    max_sequence_length: int
+
+    def __post_init__(self):
+        total = int(np.sum(self.lengths, dtype=np.int64))
+        if self.token_ids.shape != (total,):
+            raise ValueError(
+                "`token_ids` must hold sum(lengths) tokens. Received: "
+                f"token_ids.shape={self.token_ids.shape}, sum(lengths)={total}."
+            )
+        if self.segment_ids.shape != self.token_ids.shape:
+            raise ValueError(
+                "`segment_ids` must have the shape of `token_ids`. Received: "
+                f"{self.segment_ids.shape} and {self.token_ids.shape}."
+            )
+        if self.labels is not None and self.labels.shape != self.lengths.shape:
+            raise ValueError(
+                "`labels` must have one entry per example. Received: "
+                f"labels.shape={self.labels.shape}, "
+                f"{self.lengths.shape[0]} examples."
+            )
+        if self.lengths.size and int(self.lengths.min()) < 2:
+            raise ValueError(
+                "Every example needs at least [CLS] and [SEP] (2 tokens). "
+                f"Received: min(lengths)={int(self.lengths.min())}."
+            )
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 [num_examples]: where each example starts in `token_ids`."""
+        offsets = np.zeros(self.num_examples, np.int64)
+        np.cumsum(self.lengths[:-1], out=offsets[1:])
+        return offsets
+
+
+def tokenize(
+    examples,
+    tokenizer,
+    *,
+    max_sequence_length: int,
+    labels=None,
+    cache_path: str | None = None,
+) -> TokenizedExamples:
+    """Tokenizes and packs texts once, keeping every example unpadded.
+
+    Tokenization runs inside `tf.data` with the keras-hub tokenizer, and
+    packing follows `keras_hub.layers.MultiSegmentPacker` (it is used
+    directly): `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, segment ids 0/1,
+    "round_robin" truncation to `max_sequence_length`. The result is
+    materialized once as numpy, so later epochs never tokenize again.
+
+    Args:
+        examples: the texts. Either an object with `.texts` (a tuple of text
+            columns, each a sequence of str: one column, or two for sentence
+            pairs) and `.labels` (int [n]); or a sequence of str (one column);
+            or a tuple of such sequences (one per column).
+        tokenizer: keras_hub tokenizer. E.g. a
+            `keras_hub.tokenizers.BertTokenizer`; must have `cls_token_id`,
+            `sep_token_id` and `pad_token_id`.
+        max_sequence_length: int. Longest packed example, special tokens
+            included; longer ones are truncated.
+        labels: array-like or None. int labels [n]; overrides
+            `examples.labels`. None (with no `.labels`) for prediction.
+        cache_path: str or None. A `.npz` file. When it exists and was made
+            from the same texts, labels, tokenizer and `max_sequence_length`,
+            it is loaded instead of tokenizing; otherwise it is (re)written
+            atomically after tokenizing.
+
+    Returns:
+        A `TokenizedExamples`.
+
+    Examples:
+
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good",
+    ...          "movie", "bad"]
+    >>> tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocab)
+    >>> t = tokenize(["a good movie", "bad"], tokenizer, max_sequence_length=8,
+    ...              labels=[1, 0])
+    >>> t.token_ids.tolist(), t.lengths.tolist()
+    ([2, 5, 6, 7, 3, 2, 8, 3], [5, 3])
+    """
+    columns, found_labels = _columns_and_labels(examples)
+    if labels is None:
+        labels = found_labels
+    num_examples = len(columns[0])
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (num_examples,):
+            raise ValueError(
+                f"`labels` must have one entry per text ({num_examples}). "
+                f"Received: labels.shape={labels.shape}."
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                "`labels` must be integer class ids. Received: "
+                f"dtype={labels.dtype}. Map label names to ids first."
+            )
+        labels = labels.astype(np.int32)
+    num_special = len(columns) + 1
+    if not isinstance(max_sequence_length, int) or (
+        max_sequence_length < num_special + 1
+    ):
+        raise ValueError(
+            "`max_sequence_length` must be an int of at least "
+            f"{num_special + 1} ({num_special} special tokens for "
+            f"{len(columns)} text column(s), plus one text token). "
+            f"Received: max_sequence_length={max_sequence_length!r}."
+        )
+    special_ids = {}
+    for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is None:
+            raise ValueError(
+                f"The tokenizer must define `{name}`. Received: "
+                f"{type(tokenizer).__name__} without it. Pass a BERT-style "
+                "keras_hub tokenizer such as keras_hub.tokenizers."
+                "BertTokenizer."
+            )
+        special_ids[name] = int(value)
+
+    fingerprint = None
+    if cache_path is not None:
+        fingerprint = _fingerprint(
+            columns, labels, tokenizer, max_sequence_length
+        )
+        cached = _load_cache(cache_path, fingerprint)
+        if cached is not None:
+            return cached
+
+    start = time.perf_counter()
+    token_ids, segment_ids, lengths = _tokenize_and_pack(
+        columns, tokenizer, max_sequence_length, special_ids
+    )
+    logging.info(
+        "tokenize: %d examples in %.2f s, %.1f tokens on average, %d at "
+        "the max_sequence_length=%d limit (maybe truncated)",
+        num_examples,
+        time.perf_counter() - start,
+        float(np.mean(lengths)),
+        int(np.sum(lengths == max_sequence_length)),
+        max_sequence_length,
+    )
+    result = TokenizedExamples(
+        token_ids=token_ids,
+        segment_ids=segment_ids,
+        lengths=lengths,
+        labels=labels,
+        max_sequence_length=max_sequence_length,
+        **special_ids,
+    )
+    if cache_path is not None:
+        _save_cache(cache_path, fingerprint, result)
+    return result
+
+
+def _columns_and_labels(examples):
+    """Returns (tuple of text columns, labels or None) from `examples`."""
+    labels = None
+    if hasattr(examples, "texts"):
+        labels = getattr(examples, "labels", None)
+        columns = examples.texts
+    elif isinstance(examples, (str, bytes)):
+        raise ValueError(
+            "`examples` must be a sequence of texts, not one string. "
+            f"Received: {examples[:40]!r}. Wrap it in a list."
+        )
+    elif not len(examples):
+        raise ValueError(
+            "`examples` holds no texts. Check the input file and filters."
+        )
+    elif isinstance(examples[0], str):
+        columns = (examples,)
+    else:
+        columns = examples
+    columns = tuple(columns)
+    if not columns or not 1 <= len(columns) <= 2:
+        raise ValueError(
+            "`examples` must have one text column, or two for sentence "
+            f"pairs. Received: {len(columns)} columns."
+        )
+    sizes = {len(column) for column in columns}
+    if len(sizes) != 1:
+        raise ValueError(
+            "All text columns must have the same number of rows. Received: "
+            f"{[len(column) for column in columns]}."
+        )
+    if not sizes.pop():
+        raise ValueError(
+            "`examples` holds no texts. Check the input file and filters."
+        )
+    for c, column in enumerate(columns):
+        for i, text in enumerate(column):
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"Text column {c} row {i}: expected a string, got "
+                    f"{type(text).__name__} {text!r}. Convert or drop it "
+                    "before tokenizing."
+                )
+    return columns, labels
+
+
+def _tokenize_and_pack(columns, tokenizer, max_sequence_length, special_ids):
+    """Runs tokenizer + packer in tf.data; returns flat numpy arrays."""
+    packer = keras_hub.layers.MultiSegmentPacker(
+        sequence_length=max_sequence_length,
+        start_value=special_ids["cls_token_id"],
+        end_value=special_ids["sep_token_id"],
+        pad_value=special_ids["pad_token_id"],
+        truncate="round_robin",
+    )
+    pad_id = special_ids["pad_token_id"]
+    positions = tf.range(1, max_sequence_length + 1)
+
+    def tokenize_and_pack(*texts):
+        segments = tuple(tokenizer(text) for text in texts)
+        token_ids, segment_ids = packer(segments)
+        # The packer pads on the right and always ends the real tokens with
+        # [SEP], so the length is the last non-pad position. Counting
+        # non-pad tokens would break if a text itself spelled "[PAD]".
+        lengths = tf.reduce_max(
+            tf.where(token_ids != pad_id, positions[tf.newaxis, :], 0), axis=1
+        )
+        token_ids = tf.RaggedTensor.from_tensor(token_ids, lengths=lengths)
+        segment_ids = tf.RaggedTensor.from_tensor(segment_ids, lengths=lengths)
+        return token_ids.flat_values, segment_ids.flat_values, lengths
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(
+            tuple(np.asarray(column, dtype=object) for column in columns)
+        )
+        .batch(_TOKENIZE_BATCH_SIZE)
+        .map(tokenize_and_pack, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    token_ids, segment_ids, lengths = [], [], []
+    for batch_tokens, batch_segments, batch_lengths in dataset:
+        token_ids.append(batch_tokens.numpy().astype(np.int32))
+        segment_ids.append(batch_segments.numpy().astype(np.int8))
+        lengths.append(batch_lengths.numpy().astype(np.int32))
+    return (
+        np.concatenate(token_ids),
+        np.concatenate(segment_ids),
+        np.concatenate(lengths),
+    )
+
+
+def _fingerprint(columns, labels, tokenizer, max_sequence_length):
+    """sha256 of everything the tokenized arrays depend on."""
+    digest = hashlib.sha256()
+    config = {
+        key: value
+        for key, value in tokenizer.get_config().items()
+        if key not in ("vocabulary", "name", "trainable", "dtype")
+    }
+    digest.update(
+        json.dumps(
+            {
+                "version": _CACHE_VERSION,
+                "tokenizer_class": type(tokenizer).__name__,
+                "tokenizer_config": config,
+                "max_sequence_length": max_sequence_length,
+                "num_columns": len(columns),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    for token in tokenizer.get_vocabulary():
+        digest.update(token.encode("utf-8", "surrogatepass") + b"\0")
+    for column in columns:
+        digest.update(b"\1")
+        for text in column:
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    digest.update(b"\2")
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels, np.int32).tobytes())
+    return digest.hexdigest()
+
+
+def _load_cache(path, fingerprint):
+    """Returns the cached `TokenizedExamples`, or None if absent or stale."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["fingerprint"]) != fingerprint:
+                logging.info(
+                    "tokenize: cache %s was made from other texts, labels or "
+                    "tokenizer settings; tokenizing again and overwriting it.",
+                    path,
+                )
+                return None
+            has_labels = bool(data["has_labels"])
+            result = TokenizedExamples(
+                token_ids=data["token_ids"],
+                segment_ids=data["segment_ids"],
+                lengths=data["lengths"],
+                labels=data["labels"] if has_labels else None,
+                cls_token_id=int(data["cls_token_id"]),
+                sep_token_id=int(data["sep_token_id"]),
+                pad_token_id=int(data["pad_token_id"]),
+                max_sequence_length=int(data["max_sequence_length"]),
+            )
+    # Whatever else is at that path (another program's file, a cache from an
+    # older layout) is only a cache: say so and rebuild it.
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        logging.warning(
+            "tokenize: cannot read cache %s (%s); tokenizing again and "
+            "overwriting it.",
+            path,
+            error,
+        )
+        return None
+    logging.info(
+        "tokenize: loaded %d examples from cache %s", result.num_examples, path
+    )
+    return result
+
+
+def _save_cache(path, fingerprint, tokenized):
+    """Writes the cache atomically: a crash never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(
+        dir=directory, prefix=".tokenized-", suffix=".npz.tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(
+                f,
+                fingerprint=np.array(fingerprint),
+                token_ids=tokenized.token_ids,
+                segment_ids=tokenized.segment_ids,
+                lengths=tokenized.lengths,
+                has_labels=np.array(tokenized.labels is not None),
+                labels=(
+                    tokenized.labels
+                    if tokenized.labels is not None
+                    else np.zeros(0, np.int32)
+                ),
+                cls_token_id=np.array(tokenized.cls_token_id),
+                sep_token_id=np.array(tokenized.sep_token_id),
+                pad_token_id=np.array(tokenized.pad_token_id),
+                max_sequence_length=np.array(tokenized.max_sequence_length),
+            )
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.unlink(tmp_path)
+        raise
+
+
+def choose_buckets(
+    lengths,
+    *,
+    max_sequence_length: int,
+    max_buckets: int = 4,
+    multiple_of: int = 8,
+    global_batch_size: int | None = None,
+) -> tuple[int, ...]:
+    """Chooses bucket boundaries that minimize the padding the model sees.
+
+    Boundaries are multiples of `multiple_of` (the largest one may instead
+    be `max_sequence_length`); the largest is the longest example rounded
+    up. Among all such sets of at most `max_buckets` boundaries, the one
+    with the fewest padded positions is found exactly by dynamic programming
+    over the length histogram. Given `global_batch_size`, the zero-weight
+    filler rows that complete each bucket's last batch count as padding too,
+    so small data sets get fewer buckets. Ties go to fewer, then shorter,
+    buckets; the result is deterministic.
+
+    Args:
+        lengths: array-like of int. Tokens per example (e.g.
+            `TokenizedExamples.lengths`).
+        max_sequence_length: int. No boundary exceeds it.
+        max_buckets: int. Most boundaries to return (distinct shapes XLA
+            compiles for).
+        multiple_of: int. Boundaries are rounded up to multiples of this
+            (8 suits tensor cores and the XLA tiling).
+        global_batch_size: int or None. Rows per batch, to count filler rows.
+
+    Returns:
+        Increasing tuple of ints.
+
+    Examples:
+
+    >>> choose_buckets([5, 6, 7, 30, 31, 60], max_sequence_length=64,
+    ...                max_buckets=2)
+    (8, 64)
+    >>> choose_buckets([5, 6, 7, 30, 31, 60], max_sequence_length=64,
+    ...                max_buckets=3)
+    (8, 32, 64)
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size == 0:
+        raise ValueError("`lengths` is empty: there are no examples to bucket.")
+    for name, value in (
+        ("max_sequence_length", max_sequence_length),
+        ("max_buckets", max_buckets),
+        ("multiple_of", multiple_of),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"`{name}` must be a positive int. Received: {name}={value!r}."
+            )
+    if global_batch_size is not None and (
+        not isinstance(global_batch_size, int) or global_batch_size < 1
+    ):
+        raise ValueError(
+            "`global_batch_size` must be a positive int or None. Received: "
+            f"global_batch_size={global_batch_size!r}."
+        )
+    longest = int(lengths.max())
+    if longest > max_sequence_length or int(lengths.min()) < 1:
+        bad = int(np.argmax((lengths > max_sequence_length) | (lengths < 1)))
+        raise ValueError(
+            f"Example {bad} has {int(lengths[bad])} tokens; lengths must be in "
+            f"[1, max_sequence_length={max_sequence_length}]. Tokenize with "
+            "the same max_sequence_length."
+        )
+    # Every useful boundary is some example's length rounded up: a boundary
+    # between two such values could be lowered without moving any example.
+    rounded = np.minimum(
+        -(-lengths // multiple_of) * multiple_of, max_sequence_length
+    )
+    candidates, counts = np.unique(rounded, return_counts=True)
+    sums = np.bincount(
+        np.searchsorted(candidates, rounded), weights=lengths
+    ).astype(np.int64)
+    cum_counts = np.concatenate([[0], np.cumsum(counts)])
+    cum_sums = np.concatenate([[0], np.cumsum(sums)])
+    num = len(candidates)
+
+    def cost(i, j):
+        # Padding of one bucket holding candidates i..j-1, boundary
+        # candidates[j-1]; `i` may be a vector.
+        n = cum_counts[j] - cum_counts[i]
+        rows = n if global_batch_size is None else (
+            -(-n // global_batch_size) * global_batch_size
+        )
+        return rows * candidates[j - 1] - (cum_sums[j] - cum_sums[i])
+
+    # best[k][j]: least padding covering candidates 0..j-1 with k buckets.
+    inf = np.iinfo(np.int64).max // 4
+    best = np.full((max_buckets + 1, num + 1), inf, np.int64)
+    best[0, 0] = 0
+    choice = np.zeros((max_buckets + 1, num + 1), np.int64)
+    for k in range(1, max_buckets + 1):
+        for j in range(1, num + 1):
+            starts = np.arange(j)
+            totals = np.where(
+                best[k - 1, :j] < inf, best[k - 1, :j] + cost(starts, j), inf
+            )
+            choice[k, j] = int(np.argmin(totals))
+            best[k, j] = totals[choice[k, j]]
+    # argmin takes the first minimum, so ties go to fewer buckets.
+    k = int(np.argmin(best[1:, num])) + 1
+    boundaries = []
+    j = num
+    while k:
+        boundaries.append(int(candidates[j - 1]))
+        j = int(choice[k, j])
+        k -= 1
+    boundaries = tuple(reversed(boundaries))
+    logging.info(
+        "buckets: %s for %d examples (mean length %.1f, longest %d); "
+        "%.0f%% of the positions are padding%s, against %.0f%% padding "
+        "every example to max_sequence_length=%d",
+        boundaries,
+        lengths.size,
+        float(lengths.mean()),
+        longest,
+        100 * float(best[len(boundaries), num]) / (
+            float(best[len(boundaries), num]) + float(lengths.sum())
+        ),
+        " (filler rows not counted)" if global_batch_size is None else "",
+        100 * (1 - float(lengths.mean()) / max_sequence_length),
+        max_sequence_length,
+    )
+    return boundaries
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchPlan:
+    """Which example fills each row of each batch, for one or more epochs.
+
+    Args:
+        rows: np.ndarray. int32 [num_batches, global_batch_size]: example
+            index, or -1 for a zero-weight filler row.
+        batch_lengths: np.ndarray. int32 [num_batches]: the bucket length
+            every row of that batch is padded to.
+
+    Examples:
+
+    >>> plan = plan_batches([3, 3, 9], global_batch_size=2, buckets=(8, 16),
+    ...                     training=False)
+    >>> plan.rows.tolist(), plan.batch_lengths.tolist()
+    ([[0, 1], [2, -1]], [8, 16])
+    """
+
+    rows: np.ndarray
+    batch_lengths: np.ndarray
+
+    def __post_init__(self):
+        if self.rows.ndim != 2 or self.batch_lengths.shape != (
+            self.rows.shape[0],
+        ):
+            raise ValueError(
+                "`rows` must be [num_batches, global_batch_size] and "
+                "`batch_lengths` [num_batches]. Received: "
+                f"{self.rows.shape} and {self.batch_lengths.shape}."
+            )
+
+    @property
+    def num_batches(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def global_batch_size(self) -> int:
+        return int(self.rows.shape[1])
+
+
+def plan_batches(
+    lengths,
+    *,
+    global_batch_size: int,
+    buckets: Sequence[int],
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+) -> BatchPlan:
+    """Plans one epoch of fixed-size, length-bucketed batches.
+
+    Training: the examples are shuffled with `np.random.default_rng([seed,
+    epoch])`, each goes to the smallest bucket that fits it, each bucket is
+    cut into batches of `global_batch_size` (its last batch completed with
+    fillers), and the batch order is shuffled with the same generator.
+    Evaluation: the same without any shuffling. The number of batches
+    depends only on the lengths, so it is the same every epoch.
+
+    Args:
+        lengths: array-like of int. Tokens per example.
+        global_batch_size: int. Rows per batch (one optimizer update).
+        buckets: sequence of int. Increasing bucket boundaries; the last must
+            fit the longest example.
+        training: bool. Shuffle (True) or keep input order (False).
+        seed: int. Shuffling seed.
+        epoch: int. Epoch number; every epoch has its own order.
+
+    Returns:
+        A `BatchPlan`.
+
+    Examples:
+
+    >>> plan = plan_batches([5, 6, 7, 30], global_batch_size=2,
+    ...                     buckets=(8, 32), training=True, seed=1)
+    >>> plan.num_batches, sorted(plan.batch_lengths.tolist())
+    (3, [8, 8, 32])
+    """
+    lengths, buckets = _check_plan_args(lengths, global_batch_size, buckets)
+    bucket_of = np.searchsorted(np.asarray(buckets), lengths)
+    if training:
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(lengths))
+    else:
+        order = np.arange(len(lengths))
+    rows, batch_lengths = [], []
+    for b, boundary in enumerate(buckets):
+        members = order[bucket_of[order] == b]
+        if not members.size:
+            continue
+        num_batches = -(-members.size // global_batch_size)
+        padded = np.full(num_batches * global_batch_size, -1, np.int32)
+        padded[: members.size] = members
+        rows.append(padded.reshape(num_batches, global_batch_size))
+        batch_lengths.append(np.full(num_batches, boundary, np.int32))
+    rows = np.concatenate(rows)
+    batch_lengths = np.concatenate(batch_lengths)
+    if training:
+        batch_order = rng.permutation(len(rows))
+        rows, batch_lengths = rows[batch_order], batch_lengths[batch_order]
+    return BatchPlan(rows=rows, batch_lengths=batch_lengths)
+
+
+def steps_per_epoch(
+    lengths, *, global_batch_size: int, buckets: Sequence[int]
+) -> int:
+    """Number of batches (optimizer updates) in every epoch.
+
+    Args:
+        lengths: array-like of int. Tokens per example.
+        global_batch_size: int. Rows per batch.
+        buckets: sequence of int. Bucket boundaries.
+
+    Returns:
+        int, the same for training and evaluation plans and for every epoch.
+
+    Examples:
+
+    >>> steps_per_epoch([5, 6, 7, 30], global_batch_size=2, buckets=(8, 32))
+    3
+    """
+    lengths, buckets = _check_plan_args(lengths, global_batch_size, buckets)
+    counts = np.bincount(
+        np.searchsorted(np.asarray(buckets), lengths), minlength=len(buckets)
+    )
+    return int(np.sum(-(-counts // global_batch_size)))
+
+
+def _check_plan_args(lengths, global_batch_size, buckets):
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size == 0:
+        raise ValueError("`lengths` is empty: there are no examples to batch.")
+    if not isinstance(global_batch_size, int) or global_batch_size < 1:
+        raise ValueError(
+            "`global_batch_size` must be a positive int. Received: "
+            f"global_batch_size={global_batch_size!r}."
+        )
+    buckets = tuple(buckets)
+    if (
+        not buckets
+        or not all(isinstance(b, (int, np.integer)) and b > 0 for b in buckets)
+        or any(a >= b for a, b in zip(buckets, buckets[1:]))
+    ):
+        raise ValueError(
+            "`buckets` must be increasing positive ints. Received: "
+            f"buckets={buckets!r}. Use choose_buckets(...)."
+        )
+    longest = int(np.argmax(lengths))
+    if lengths[longest] > buckets[-1]:
+        raise ValueError(
+            f"Example {longest} has {int(lengths[longest])} tokens, more than "
+            f"the largest bucket {buckets[-1]}. Choose buckets from these "
+            "lengths with choose_buckets(...)."
+        )
+    return lengths, tuple(int(b) for b in buckets)
+
+
+def make_dataset(
+    tokenized: TokenizedExamples,
+    *,
+    global_batch_size: int,
+    buckets: Sequence[int],
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    epochs: int = 1,
+    start_batch: int = 0,
+    num_workers: int = 1,
+    worker_index: int = 0,
+) -> tf.data.Dataset:
+    """Builds the `tf.data.Dataset` of padded batches for `plan_batches`.
+
+    Each element is `(x, y, sample_weight)`, `x` a dict of int32
+    `token_ids`, `segment_ids` and `padding_mask` of shape [B, L] with
+    `B = global_batch_size / num_workers` and `L` the batch's bucket. With
+    several workers, worker `w` yields rows `[w * B, (w + 1) * B)` of every
+    global batch, so the workers together see each global batch exactly once.
+    The dataset's auto-shard policy is OFF, since it is already this worker's
+    share.
+
+    Training chains epochs `epoch .. epoch + epochs - 1` (each with its own
+    order), skipping the first `start_batch` batches of the first: resuming
+    at (epoch, batch) yields exactly the rest of the uninterrupted run.
+    Evaluation keeps every example once, in the order of
+    `plan_batches(..., training=False)`; `restore_order` puts predictions
+    back in input order.
+
+    Args:
+        tokenized: TokenizedExamples. Output of `tokenize`.
+        global_batch_size: int. Rows per optimizer update, all workers
+            together.
+        buckets: sequence of int. Bucket boundaries (see `choose_buckets`).
+        training: bool. Shuffled epochs (True) or one ordered pass (False).
+        seed: int. Shuffling seed.
+        epoch: int. First epoch to yield.
+        epochs: int. Number of epochs to chain (training only).
+        start_batch: int. Batches of the first epoch to skip (resuming).
+        num_workers: int. Workers sharing each global batch.
+        worker_index: int. This worker, in [0, num_workers).
+
+    Returns:
+        A `tf.data.Dataset` with known cardinality
+        `epochs * steps_per_epoch(...) - start_batch`.
+
+    Examples:
+
+    >>> t = TokenizedExamples(
+    ...     token_ids=np.array([2, 5, 3, 2, 6, 7, 3], np.int32),
+    ...     segment_ids=np.zeros(7, np.int8),
+    ...     lengths=np.array([3, 4], np.int32),
+    ...     labels=np.array([0, 1], np.int32),
+    ...     cls_token_id=2, sep_token_id=3, pad_token_id=0,
+    ...     max_sequence_length=8)
+    >>> ds = make_dataset(t, global_batch_size=4, buckets=(8,),
+    ...                   training=False)
+    >>> x, y, w = next(iter(ds))
+    >>> x["token_ids"].numpy()
+    array([[2, 5, 3, 0, 0, 0, 0, 0],
+           [2, 6, 7, 3, 0, 0, 0, 0],
+           [2, 3, 0, 0, 0, 0, 0, 0],
+           [2, 3, 0, 0, 0, 0, 0, 0]], dtype=int32)
+    >>> w.numpy().tolist()
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    if training and tokenized.labels is None:
+        raise ValueError(
+            "Training needs labels, but these examples have none. Pass "
+            "labels to tokenize(...)."
+        )
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(
+            "`num_workers` must be a positive int. Received: "
+            f"num_workers={num_workers!r}."
+        )
+    if not isinstance(worker_index, int) or not 0 <= worker_index < num_workers:
+        raise ValueError(
+            f"`worker_index` must be in [0, {num_workers}). Received: "
+            f"worker_index={worker_index!r}."
+        )
+    if not isinstance(global_batch_size, int) or global_batch_size < 1:
+        raise ValueError(
+            "`global_batch_size` must be a positive int. Received: "
+            f"global_batch_size={global_batch_size!r}."
+        )
+    if global_batch_size % num_workers:
+        suggestion = -(-global_batch_size // num_workers) * num_workers
+        raise ValueError(
+            f"`global_batch_size` ({global_batch_size}) must be a multiple of "
+            f"num_workers ({num_workers}). Pass --global_batch_size="
+            f"{suggestion}."
+        )
+    if (
+        not isinstance(epochs, int)
+        or epochs < 1
+        or (not training and epochs != 1)
+    ):
+        raise ValueError(
+            "`epochs` must be a positive int, and 1 for evaluation. Received: "
+            f"epochs={epochs!r}, training={training}."
+        )
+    steps = steps_per_epoch(
+        tokenized.lengths, global_batch_size=global_batch_size, buckets=buckets
+    )
+    if not isinstance(start_batch, int) or not 0 <= start_batch < steps:
+        raise ValueError(
+            f"`start_batch` must be in [0, {steps}) (batches per epoch). "
+            f"Received: start_batch={start_batch!r}. To start at the next "
+            "epoch, pass epoch + 1 and start_batch=0."
+        )
+    plans = [
+        plan_batches(
+            tokenized.lengths,
+            global_batch_size=global_batch_size,
+            buckets=buckets,
+            training=training,
+            seed=seed,
+            epoch=e,
+        )
+        for e in range(epoch, epoch + epochs)
+    ]
+    rows = np.concatenate([plan.rows for plan in plans])[start_batch:]
+    batch_lengths = np.concatenate([plan.batch_lengths for plan in plans])[
+        start_batch:
+    ]
+    per_worker = global_batch_size // num_workers
+    rows = rows[:, worker_index * per_worker : (worker_index + 1) * per_worker]
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (rows, batch_lengths)
+    ).map(
+        _batch_builder(tokenized, per_worker),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF
+    )
+    options.deterministic = True
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_builder(tokenized, batch_size):
+    """Returns a tf.data map function: (rows [B], length) -> batch."""
+    n = tokenized.num_examples
+    # Filler rows (-1) point at one extra example, [CLS] [SEP], after the
+    # real ones, so that no row's attention mask is all zeros.
+    token_ids = tf.constant(
+        np.concatenate(
+            [
+                tokenized.token_ids,
+                [tokenized.cls_token_id, tokenized.sep_token_id],
+            ]
+        ).astype(np.int32)
+    )
+    segment_ids = tf.constant(
+        np.concatenate([tokenized.segment_ids, [0, 0]]).astype(np.int32)
+    )
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(tokenized.lengths, out=offsets[1:])
+    offsets = tf.constant(offsets)
+    lengths = tf.constant(np.append(tokenized.lengths, 2).astype(np.int32))
+    labels = tf.constant(
+        np.append(
+            tokenized.labels
+            if tokenized.labels is not None
+            else np.zeros(n, np.int32),
+            0,
+        ).astype(np.int32)
+    )
+    pad_id = tokenized.pad_token_id
+
+    def build(rows, length):
+        real = rows >= 0
+        rows = tf.where(real, rows, n)
+        row_lengths = tf.gather(lengths, rows)
+        positions = tf.range(length)
+        mask = positions[tf.newaxis, :] < row_lengths[:, tf.newaxis]
+        flat = tf.gather(offsets, rows)[:, tf.newaxis] + tf.cast(
+            positions, tf.int64
+        )[tf.newaxis, :]
+        # Positions past an example's end would read the next example (or
+        # run off the end); point them at index 0 and mask them out.
+        flat = tf.where(mask, flat, 0)
+        batch_token_ids = tf.where(mask, tf.gather(token_ids, flat), pad_id)
+        batch_segment_ids = tf.where(mask, tf.gather(segment_ids, flat), 0)
+        x = {
+            "token_ids": tf.ensure_shape(batch_token_ids, [batch_size, None]),
+            "segment_ids": tf.ensure_shape(
+                batch_segment_ids, [batch_size, None]
+            ),
+            "padding_mask": tf.ensure_shape(
+                tf.cast(mask, tf.int32), [batch_size, None]
+            ),
+        }
+        y = tf.ensure_shape(tf.gather(labels, rows), [batch_size])
+        sample_weight = tf.ensure_shape(tf.cast(real, tf.float32), [batch_size])
+        return x, y, sample_weight
+
+    return build
+
+
+def restore_order(batched_outputs, plan: BatchPlan) -> np.ndarray:
+    """Puts outputs of an evaluation plan's batches back in input order.
+
+    Args:
+        batched_outputs: array-like [num_batches * global_batch_size, ...]
+            (e.g. `model.predict(dataset)`), or a list of per-batch arrays.
+        plan: BatchPlan. The plan the dataset was built from
+            (`plan_batches(..., training=False)` with the same arguments).
+
+    Returns:
+        np.ndarray [num_examples, ...]; filler rows are dropped.
+
+    Examples:
+
+    >>> plan = plan_batches([9, 3, 3], global_batch_size=2, buckets=(8, 16),
+    ...                     training=False)
+    >>> plan.rows.tolist()
+    [[1, 2], [0, -1]]
+    >>> restore_order(np.array([10, 20, 0, -1]), plan).tolist()
+    [0, 10, 20]
+    """
+    if isinstance(batched_outputs, (list, tuple)):
+        batched_outputs = np.concatenate(
+            [np.asarray(batch) for batch in batched_outputs]
+        )
+    outputs = np.asarray(batched_outputs)
+    rows = plan.rows.reshape(-1)
+    if outputs.shape[:1] != rows.shape:
+        raise ValueError(
+            f"Expected {rows.size} output rows ({plan.num_batches} batches x "
+            f"{plan.global_batch_size}), received {outputs.shape[:1]}. Predict "
+            "on the whole dataset of this plan, with one worker."
+        )
+    real = rows >= 0
+    num_examples = int(np.sum(real))
+    restored = np.empty((num_examples,) + outputs.shape[1:], outputs.dtype)
+    restored[rows[real]] = outputs[real]
+    return restored
+
+
+def padding_fraction(
+    lengths,
+    plan: BatchPlan | None = None,
+    *,
+    sequence_length: int | None = None,
+) -> float:
+    """Share of padding positions among all the positions the model sees.
+
+    Filler rows count as padding. Pass `plan` for a bucketed plan, or
+    `sequence_length` for the baseline that pads every example to one length
+    (keras-hub's default preprocessing, without filler rows).
+
+    Args:
+        lengths: array-like of int. Tokens per example.
+        plan: BatchPlan or None. The plan to measure.
+        sequence_length: int or None. Fixed padded length of the baseline.
+
+    Returns:
+        float in [0, 1).
+
+    Examples:
+
+    >>> lengths = [4, 4, 4, 60]
+    >>> plan = plan_batches(lengths, global_batch_size=2, buckets=(8, 64),
+    ...                     training=False)
+    >>> round(padding_fraction(lengths, plan), 3)
+    0.55
+    >>> round(padding_fraction(lengths, sequence_length=64), 3)
+    0.719
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if (plan is None) == (sequence_length is None):
+        raise ValueError(
+            "Pass exactly one of `plan` and `sequence_length`. Received: "
+            f"plan={'set' if plan is not None else None}, "
+            f"sequence_length={sequence_length}."
+        )
+    if plan is not None:
+        seen = int(np.sum(plan.batch_lengths, dtype=np.int64)) * (
+            plan.global_batch_size
+        )
+        real_rows = plan.rows[plan.rows >= 0]
+        real = int(np.sum(lengths[real_rows]))
+    else:
+        seen = int(sequence_length) * lengths.size
+        real = int(np.sum(np.minimum(lengths, sequence_length)))
+    return 1.0 - real / seen
