@@ -273,12 +273,20 @@ class Trainer(keras.Model):
         )
 
         @tf.function(reduce_retracing=True)
-        def train_update(iterator):
-            strategy.run(self._replica_train_step, args=(next(iterator),))
+        def update_on_data(data):
+            strategy.run(self._replica_train_step, args=(data,))
             self._apply_update()
             return self.get_metrics_result()
 
-        self.train_function = train_update
+        @tf.function(reduce_retracing=True)
+        def update_on_iterator(iterator):
+            # `next` inside the function: the input pipeline's prefetch
+            # overlaps with the step.
+            return update_on_data(next(iterator))
+
+        self.train_function = _iterator_or_batches(
+            update_on_iterator, update_on_data
+        )
         return self.train_function
 
     def make_test_function(self, force=False):
@@ -309,11 +317,15 @@ class Trainer(keras.Model):
             self.compute_metrics(x, y, y_pred, sample_weight)
 
         @tf.function(reduce_retracing=True)
-        def test_function(iterator):
-            strategy.run(replica_step, args=(next(iterator),))
+        def test_on_data(data):
+            strategy.run(replica_step, args=(data,))
             return self.get_metrics_result()
 
-        self.test_function = test_function
+        @tf.function(reduce_retracing=True)
+        def test_on_iterator(iterator):
+            return test_on_data(next(iterator))
+
+        self.test_function = _iterator_or_batches(test_on_iterator, test_on_data)
         return self.test_function
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -340,6 +352,23 @@ class Trainer(keras.Model):
             config["model"]
         )
         return cls(**config)
+
+
+def _iterator_or_batches(on_iterator, on_data):
+    """Keras passes a (distributed) iterator from `fit`/`evaluate`, and a
+    Python iterable of one batch from `train_on_batch`/`test_on_batch`."""
+
+    def function(iterator):
+        if isinstance(
+            iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
+        ):
+            return on_iterator(iterator)
+        logs = None
+        for data in iterator:
+            logs = on_data(data)
+        return logs
+
+    return function
 
 
 def _num_rows(y):

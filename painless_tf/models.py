@@ -20,6 +20,7 @@ When a hub is out of reach, a handle fails within seconds with one line that
 says what to pass instead, rather than after minutes of retries.
 """
 
+import dataclasses
 import difflib
 import json
 import os
@@ -542,3 +543,50 @@ def _verify_round_trip(classifier, folder):
             "same weights; nothing was saved. Report this with the model "
             "class and keras-hub version."
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the plan needs to know of a model, read without its weights."""
+
+    num_params: int
+    hidden_dim: int | None
+    num_layers: int | None
+    intermediate_dim: int | None
+    num_heads: int | None
+    max_sequence_length: int | None
+
+
+def describe(model: str) -> ModelInfo:
+    """Reads a `--model`'s size and shapes (builds it without weights).
+
+    Args:
+        model: str. A `--model` value, as for `load_classifier`.
+
+    Returns:
+        A `ModelInfo`.
+
+    Examples:
+
+    >>> import tempfile, keras_hub
+    >>> folder = tempfile.mkdtemp()
+    >>> keras_hub.models.BertBackbone(
+    ...     vocabulary_size=6, num_layers=1, num_heads=1, hidden_dim=2,
+    ...     intermediate_dim=4, max_sequence_length=8).save_to_preset(folder)
+    >>> describe(folder).max_sequence_length
+    8
+    """
+    model = os.fspath(model)
+    preset, kind = _resolve(model)
+    backbone = _from_hub(
+        model, preset, kind,
+        lambda p: keras_hub.models.Backbone.from_preset(p, load_weights=False),
+    )
+    return ModelInfo(
+        num_params=int(backbone.count_params()),
+        hidden_dim=getattr(backbone, "hidden_dim", None),
+        num_layers=getattr(backbone, "num_layers", None),
+        intermediate_dim=getattr(backbone, "intermediate_dim", None),
+        num_heads=getattr(backbone, "num_heads", None),
+        max_sequence_length=getattr(backbone, "max_sequence_length", None),
+    )

@@ -455,6 +455,7 @@ def make_plan(
     fits_probe: FitsProbe | None = None,
     probe_key: str | None = None,
     cache_dir: str | None = None,
+    model_max_sequence_length: int | None = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -495,6 +496,8 @@ def make_plan(
             cache off.
         cache_dir: str | None. Directory of the probe cache; None means
             `default_cache_dir()`.
+        model_max_sequence_length: int | None. The model's position-table
+            size; an automatic `max_sequence_length` never exceeds it.
 
     Returns:
         The `Plan`.
@@ -526,7 +529,13 @@ def make_plan(
         global_batch_size, num_replicas, strategy
     )
 
-    if max_sequence_length == AUTO:
+    if max_sequence_length == AUTO and (
+        model_max_sequence_length
+        and model_max_sequence_length < DEFAULT_MAX_SEQUENCE_LENGTH
+    ):
+        max_sequence_length = int(model_max_sequence_length)
+        reasons["max_sequence_length"] = "the model's position table is shorter"
+    elif max_sequence_length == AUTO:
         max_sequence_length = DEFAULT_MAX_SEQUENCE_LENGTH
         reasons["max_sequence_length"] = (
             "covers the data; bucketing removes the padding cost"
@@ -602,7 +611,9 @@ def make_plan(
         )
     else:
         steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
-        reasons["steps_per_epoch"] = "set by user"
+        reasons["steps_per_epoch"] = (
+            "from the data pipeline: fixed-size batches per length bucket"
+        )
     reasons["epochs"] = (
         "default: the BERT fine-tuning recipe's 3" if epochs == 3 else "set by user"
     )

@@ -1,0 +1,75 @@
+"""Precision: the Keras dtype policy, and the CPU probe that chooses it.
+
+GPUs and TPUs follow a rule (see `plan.py`); a CPU is measured instead,
+because whether bfloat16 pays off depends on instructions (avx512_bf16, AMX)
+and on how well oneDNN uses them for this model's shapes. The probe trains
+the real model for a few updates under each candidate policy and reports the
+seconds per update, or NaN when the loss was not finite.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from painless_tf import engine
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def set_policy(name):
+    """Sets the global Keras dtype policy (variables stay float32).
+
+    Args:
+        name: str. `float32`, `mixed_float16` or `mixed_bfloat16`.
+
+    Examples:
+    >>> set_policy("mixed_bfloat16"); keras.mixed_precision.global_policy().name
+    'mixed_bfloat16'
+    >>> set_policy("float32")
+    """
+    if name not in PRECISIONS:
+        raise ValueError(
+            f"`precision` must be one of {', '.join(PRECISIONS)}. "
+            f"Received: precision={name!r}"
+        )
+    keras.mixed_precision.set_global_policy(name)
+
+
+def cpu_precision_probe(model_fn, batch, *, steps=3, warmup_steps=2):
+    """Makes a probe `policy -> seconds per update` for `plan.make_plan`.
+
+    Args:
+        model_fn: callable. Builds a fresh model (under the current policy).
+        batch: tuple. One `(x, y)` batch of the size and length training will
+            use.
+        steps: int. Timed updates after `warmup_steps` untimed ones (the
+            first traces the function).
+
+    Returns:
+        A callable taking a policy name and returning seconds per update, or
+        `float("nan")` if the loss was not finite. The global policy is
+        restored afterwards.
+    """
+
+    def probe(policy):
+        previous = keras.mixed_precision.global_policy().name
+        set_policy(policy)
+        try:
+            trainer = engine.Trainer(model_fn())
+            trainer.compile(optimizer=keras.optimizers.SGD(1e-5))
+            x, y = batch
+            for _ in range(warmup_steps):
+                logs = trainer.train_on_batch(x, y, return_dict=True)
+            start = time.perf_counter()
+            for _ in range(steps):
+                logs = trainer.train_on_batch(x, y, return_dict=True)
+            elapsed = (time.perf_counter() - start) / steps
+            if not math.isfinite(float(np.asarray(logs["loss"]))):
+                return float("nan")
+            return elapsed
+        finally:
+            set_policy(previous)
+
+    return probe
