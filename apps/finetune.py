@@ -14,8 +14,6 @@ Writes into --model_dir: `model/` (a keras-hub preset folder that --model
 accepts again), `labels.json`, `plan.json`, `metrics.json`.
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -40,6 +38,8 @@ def main(argv):
           f"({outputs['wall_seconds']:.0f} s) -> {config.model_dir}")
 
 
+run_main = painless_flags.one_line_errors(main)
+
 if __name__ == "__main__":
     logging.set_verbosity(logging.INFO)
-    app.run(painless_flags.one_line_errors(main))
+    app.run(run_main)

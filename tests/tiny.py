@@ -80,3 +80,50 @@ def optimizer(name):
     return keras.optimizers.AdamW(
         1e-2, weight_decay=0.01, epsilon=1e-3, global_clipnorm=1.0
     )
+
+
+POSITIVE = "good great fun love best smart funny".split()
+NEGATIVE = "bad awful dull hate worst boring loud".split()
+FILLER = "the a movie film plot acting story".split()
+
+
+def write_preset(folder, *, num_classes=2, seq=16):
+    """A tiny keras-hub BERT classifier preset folder with its tokenizer."""
+    import keras_hub
+
+    from painless_tf import models
+
+    classifier = tiny_classifier(num_classes, seq=seq)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer=tiny_tokenizer(), sequence_length=seq
+    )
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone=classifier.backbone,
+        num_classes=num_classes,
+        preprocessor=preprocessor,
+    )
+    return models.save_classifier(classifier, str(folder))
+
+
+def sentiment_rows(n, *, seed=0):
+    """Texts whose label is decided by sentiment words: learnable quickly."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        positive = bool(rng.random() < 0.5)
+        words = list(rng.choice(POSITIVE if positive else NEGATIVE,
+                                rng.integers(2, 6)))
+        words += list(rng.choice(FILLER, rng.integers(0, 6)))
+        rng.shuffle(words)
+        rows.append((" ".join(words), "pos" if positive else "neg"))
+    return rows
+
+
+def write_csv(path, rows, header=("text", "label")):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)

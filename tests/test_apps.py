@@ -1,0 +1,109 @@
+"""End-to-end tests of the apps on a tiny model and a tiny file."""
+
+import json
+import os
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import tiny
+from apps import finetune
+from painless_tf import models
+from painless_tf import plan as plan_lib
+
+FLAGS = flags.FLAGS
+FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Fine-tunes the tiny model once; the tests below read its outputs."""
+    root = tmp_path_factory.mktemp("run")
+    os.environ["PAINLESS_TF_CACHE"] = str(root / "cache")
+    preset = tiny.write_preset(root / "preset")
+    train = tiny.write_csv(root / "train.csv", tiny.sentiment_rows(400))
+    model_dir = str(root / "model_dir")
+    with flagsaver.as_parsed(
+        model=preset,
+        train_data=train,
+        model_dir=model_dir,
+        epochs="3",
+        learning_rate="0.01",
+        global_batch_size="16",
+        micro_batch_size="8",
+    ):
+        finetune.main([])
+    return root, model_dir
+
+
+def test_finetune_writes_a_complete_model_dir(tiny_run):
+    _, model_dir = tiny_run
+    assert sorted(os.listdir(model_dir)) == [
+        "labels.json", "metrics.json", "model", "plan.json",
+    ]
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    for key in ("test_accuracy", "validation_accuracy",
+                "train_examples_per_sec", "wall_seconds", "epochs",
+                "global_batch_size"):
+        assert key in metrics
+    assert metrics["epochs"] == 3 and metrics["global_batch_size"] == 16
+    # Sentiment words decide the label: a working run learns it.
+    assert metrics["test_accuracy"] >= 0.9, metrics
+    assert metrics["train_examples_per_sec"] > 0
+
+
+def test_plan_json_records_the_settings_used(tiny_run):
+    _, model_dir = tiny_run
+    plan = plan_lib.Plan.from_json(os.path.join(model_dir, "plan.json"))
+    assert plan.global_batch_size == 16
+    assert plan.micro_batch_size == 8 and plan.accumulation_steps == 2
+    assert plan.learning_rate == 0.01
+    assert plan.max_sequence_length == 16  # the tiny model's limit
+    assert plan.strategy == "default" and plan.num_replicas == 1
+    assert plan.total_updates == plan.steps_per_epoch * 3
+    assert plan.precision in plan_lib.PRECISIONS
+    assert set(plan.reasons) >= {"precision", "micro_batch_size", "xla"}
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert json.load(f)["optimizer_updates"] == plan.total_updates
+
+
+def test_saved_model_loads_again_as_model(tiny_run):
+    _, model_dir = tiny_run
+    with open(os.path.join(model_dir, "labels.json")) as f:
+        assert "neg" in json.dumps(json.load(f))
+    classifier = models.load_classifier(
+        os.path.join(model_dir, "model"), num_classes=2
+    )
+    probabilities = classifier.predict(
+        ["good great fun", "bad awful dull"], verbose=0
+    )
+    assert probabilities.shape == (2, 2)
+    assert probabilities[0].argmax() != probabilities[1].argmax()
+
+
+@pytest.mark.parametrize(
+    "rows,expected",
+    [
+        ([("good", "pos")] * 0, "no data rows"),
+        ([("good fun", "")] * 30, "line 2"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path, capsys, rows, expected
+):
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "bad.csv", rows)
+    model_dir = tmp_path / "model_dir"
+    with flagsaver.as_parsed(
+        model=preset, train_data=train, model_dir=str(model_dir),
+        precision="float32",
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            finetune.run_main([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "bad.csv" in err[0] and expected in err[0], err
+    assert not model_dir.exists()
