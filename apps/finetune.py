@@ -11,7 +11,9 @@ Several hosts: the same command on each, with TF_CONFIG set per host, or
 TPU (Colab or a TPU VM): the same command with --tpu=local (or auto).
 
 Writes into --model_dir: `model/` (a keras-hub preset folder that --model
-accepts again), `labels.json`, `plan.json`, `metrics.json`.
+accepts again), `labels.json`, `plan.json`, `metrics.json`, `checkpoints/`.
+Run the same command again after a crash, a kill or a preemption (SIGTERM)
+and it resumes from the last checkpoint.
 """
 
 from absl import app
@@ -23,6 +25,7 @@ from painless_tf import run
 
 painless_flags.define_data_flags()
 painless_flags.define_plan_flags()
+painless_flags.define_checkpoint_flags()
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/demo", "Where the trained model and reports go."
 )
@@ -33,9 +36,12 @@ def main(argv):
     clock = run.Clock()
     config = painless_flags.run_config(model_dir=_MODEL_DIR.value)
     prepared = run.prepare(config)
-    outputs = run.fit_and_save(prepared, clock=clock)
-    print(f"test accuracy: {outputs['test_accuracy']:.4f} "
-          f"({outputs['wall_seconds']:.0f} s) -> {config.model_dir}")
+    outputs = run.fit_and_save(
+        prepared, clock=clock, checkpoints=painless_flags.checkpoint_options()
+    )
+    if outputs is not None:  # None: preempted, checkpoint written
+        print(f"test accuracy: {outputs['test_accuracy']:.4f} "
+              f"({outputs['wall_seconds']:.0f} s) -> {config.model_dir}")
 
 
 run_main = painless_flags.one_line_errors(main)

@@ -156,6 +156,13 @@ class Trainer(keras.Model):
             self._weight_accumulator = distribution.create_accumulator(
                 tf.zeros(()), "accumulated_weight"
             )
+            self.nonfinite_updates = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="nonfinite_updates",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
 
     def _micro_step(self, x, y, sample_weight, micro_batch_size):
         """Forward, backward and accumulate one micro-batch on one replica."""
@@ -241,9 +248,13 @@ class Trainer(keras.Model):
             x, y, sample_weight = tf.nest.map_structure(
                 lambda t: t[:rows], (x, y, sample_weight)
             )
+        mean = tf.math.divide_no_nan(loss_total, weight_total)
+        # A non-finite loss is not averaged into the epoch's loss: the update
+        # is skipped and counted instead (see `_apply_update`).
+        finite = tf.math.is_finite(mean)
         distribution.loss_tracker(self).update_state(
-            tf.math.divide_no_nan(loss_total, weight_total),
-            sample_weight=weight_total,
+            tf.where(finite, mean, 0.0),
+            sample_weight=tf.where(finite, weight_total, 0.0),
         )
         self.compute_metrics(x, y, y_pred, sample_weight)
 
@@ -254,9 +265,22 @@ class Trainer(keras.Model):
         # same for every micro-batch and replica of this update.
         scale = tf.math.divide_no_nan(self._normalizer, weight)
         grads = [a.read_value() * scale for a in self._accumulators]
-        distribution.apply_gradients(
-            self.optimizer, grads, self.trainable_variables
+        finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in grads]
         )
+        self.nonfinite_updates.assign_add(tf.cast(~finite, "int64"))
+
+        def apply():
+            distribution.apply_gradients(
+                self.optimizer, grads, self.trainable_variables
+            )
+
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            apply()  # skips a non-finite update itself and lowers the scale
+        else:
+            # float32 / bfloat16: a non-finite update is skipped too, and
+            # counted; `checkpointing.NanGuard` decides what to do about it.
+            tf.cond(finite, apply, lambda: None)
         for accumulator in self._accumulators:
             accumulator.assign(tf.zeros_like(accumulator))
         self._weight_accumulator.assign(tf.zeros(()))

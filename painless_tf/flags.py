@@ -11,6 +11,7 @@ import sys
 from absl import flags
 from absl import logging
 
+from painless_tf import checkpointing
 from painless_tf import data
 from painless_tf import models
 from painless_tf import plan as plan_lib
@@ -106,8 +107,35 @@ def define_plan_flags():
         return not (values["tpu"] and values["precision"] == "mixed_float16")
 
 
-def _number_or_auto(text, cast):
-    return text if text == AUTO else cast(text)
+def define_checkpoint_flags():
+    """Flags of checkpointing and resumption."""
+    flags.DEFINE_float(
+        "checkpoint_every_seconds", 300.0,
+        "Checkpoint at least this often (seconds), and at every epoch end.")
+    flags.DEFINE_integer(
+        "checkpoint_every_updates", 0,
+        "Also checkpoint every N optimizer updates (0: by time only).")
+    flags.DEFINE_integer(
+        "keep_checkpoints", 3, "Complete checkpoints kept.")
+    flags.DEFINE_bool(
+        "overwrite", False,
+        "Start over in a --model_dir that holds another run, instead of "
+        "refusing (the same run always resumes).")
+    flags.DEFINE_integer(
+        "max_rollbacks", 3,
+        "Rollbacks to the last checkpoint after non-finite losses before "
+        "the run stops.")
+
+
+def checkpoint_options():
+    """A `run.CheckpointOptions` from the parsed flags."""
+    return run.CheckpointOptions(
+        every_seconds=FLAGS.checkpoint_every_seconds,
+        every_updates=FLAGS.checkpoint_every_updates,
+        keep=FLAGS.keep_checkpoints,
+        overwrite=FLAGS.overwrite,
+        max_rollbacks=FLAGS.max_rollbacks,
+    )
 
 
 def run_config(**overrides):
@@ -146,6 +174,8 @@ USER_ERRORS = (
     data.DataError,
     models.ModelError,
     plan_lib.PlanError,
+    checkpointing.ResumeError,
+    checkpointing.TrainingError,
     ValueError,
     FileNotFoundError,
 )

@@ -7,6 +7,7 @@ is in optimizer updates (see `engine.py` for what a step is).
 """
 
 import keras
+import tensorflow as tf
 
 # Variables whose names match these are not decayed: biases and LayerNorm's
 # gamma/beta (the embeddings' LayerNorm included). Decaying them only pulls
@@ -46,6 +47,10 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.peak_learning_rate = float(peak_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
+        # Lowered by NaN rollbacks (checkpointing.py) and checkpointed.
+        self.multiplier = tf.Variable(
+            1.0, trainable=False, name="learning_rate_multiplier"
+        )
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
@@ -55,7 +60,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay = self.peak_learning_rate * keras.ops.maximum(
             0.0, (self.total_steps - step)
         ) / max(self.total_steps - self.warmup_steps, 1)
-        return keras.ops.where(step < self.warmup_steps, warmup, decay)
+        rate = keras.ops.where(step < self.warmup_steps, warmup, decay)
+        return rate * keras.ops.cast(self.multiplier, "float32")
 
     def get_config(self):
         return {
@@ -83,7 +89,8 @@ def make_optimizer(
 
     Args:
         name: str. One of `OPTIMIZERS`.
-        learning_rate: float. Peak learning rate.
+        learning_rate: float or LearningRateSchedule. Peak learning rate of
+            a `WarmupLinearDecay`, or a schedule to use as it is.
         warmup_steps: int. Updates of linear warmup.
         total_steps: int. Updates in the whole run (decay ends at zero).
         weight_decay: float. Decoupled weight decay (AdamW, SGD, Lamb,
@@ -103,7 +110,10 @@ def make_optimizer(
     >>> type(optimizer).__name__
     'AdamW'
     """
-    schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        schedule = learning_rate
+    else:
+        schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
     common = dict(
         learning_rate=schedule,
         weight_decay=weight_decay or None,

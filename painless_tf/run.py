@@ -9,18 +9,22 @@ dir and before the first training step.
 import dataclasses
 import hashlib
 import json
-import logging
 import os
+import shutil
 import tempfile
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
+from absl import logging
 
 from painless_tf import assets
+from painless_tf import checkpointing
 from painless_tf import data
 from painless_tf import distribution
 from painless_tf import engine
+from painless_tf import faults
 from painless_tf import hardware
 from painless_tf import models
 from painless_tf import optimization
@@ -249,12 +253,14 @@ def build_trainer(prepared, strategy):
         trainer = engine.Trainer(
             classifier, accumulation_steps=plan.accumulation_steps, xla=plan.xla
         )
+        schedule = optimization.WarmupLinearDecay(
+            plan.learning_rate, plan.warmup_steps, plan.total_updates
+        )
+        trainer.learning_rate_schedule = schedule
         trainer.compile(
             optimizer=optimization.make_optimizer(
                 plan.optimizer,
-                learning_rate=plan.learning_rate,
-                warmup_steps=plan.warmup_steps,
-                total_steps=plan.total_updates,
+                learning_rate=schedule,
                 weight_decay=plan.weight_decay,
                 clip_norm=plan.clip_norm,
             ),
@@ -348,43 +354,230 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-def fit_and_save(prepared, *, clock=None, callbacks=(), verbose="auto"):
-    """Trains as planned, evaluates, and writes the model dir.
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+    """How often to checkpoint, and how to react to non-finite updates."""
 
-    Returns the metrics written to `metrics.json`.
+    every_seconds: float = 300.0  # seconds between timed checkpoints
+    every_updates: int = 0  # also every N steps; 0 = only by time
+    keep: int = 3  # complete checkpoints kept
+    overwrite: bool = False  # start over in a model dir holding a run
+    max_rollbacks: int = 3  # NaN rollbacks before giving up
+    rollback_learning_rate_factor: float = 0.5
+
+
+def data_fingerprint(tokenized):
+    """sha256 of the training token ids, lengths and labels."""
+    digest = hashlib.sha256()
+    for array in (tokenized.token_ids, tokenized.lengths, tokenized.labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _remove_run(model_dir):
+    for name in ("checkpoints", "model", "plan.json", "labels.json",
+                 "metrics.json", "history.json", "report.html",
+                 "tensorboard", "export"):
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def _epoch_dataset(prepared, epoch, start_batch, skipped):
+    """The rest of one epoch, without the batches rollbacks skipped."""
+    plan = prepared.plan
+    dataset = pipeline.make_dataset(
+        prepared.tokenized["train"],
+        global_batch_size=plan.global_batch_size,
+        buckets=plan.bucket_boundaries,
+        training=True,
+        seed=plan.seed,
+        epoch=epoch,
+        start_batch=start_batch,
+    )
+    batches = [
+        b for b in range(start_batch, plan.steps_per_epoch)
+        if (epoch, b) not in skipped
+    ]
+    inject = faults.nan_batch()
+    if len(batches) < plan.steps_per_epoch - start_batch or inject:
+        keep = tf.constant(
+            [(epoch, b) not in skipped
+             for b in range(start_batch, plan.steps_per_epoch)]
+        )
+        bad = -1
+        if inject and inject[0] == epoch and (epoch, inject[1]) not in skipped:
+            bad = inject[1] - start_batch
+
+        def poison(index, element):
+            x, y, w = element
+            w = tf.where(index == bad, w * float("nan"), w)
+            return x, y, w
+
+        dataset = (
+            dataset.enumerate()
+            .filter(lambda index, element: keep[index])
+            .map(poison)
+        )
+    return dataset, batches
+
+
+def fit_and_save(
+    prepared, *, clock=None, callbacks=(), verbose="auto",
+    checkpoints=CheckpointOptions(),
+):
+    """Trains as planned (resuming if the model dir holds the same run),
+    evaluates, and writes the model dir.
+
+    Returns the metrics written to `metrics.json`, or None when a
+    preemption signal stopped the run after its checkpoint.
     """
     clock = clock or Clock()
     config, plan = prepared.config, prepared.plan
+    model_dir = config.model_dir
+    checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    signature = checkpointing.run_signature(
+        config, plan, data_fingerprint(prepared.tokenized["train"])
+    )
+    if checkpoints.overwrite:
+        _remove_run(model_dir)
+    saved = checkpointing.CheckpointManager(checkpoint_dir, {}).latest_manifest()
+    if saved is not None:
+        differences = checkpointing.signature_differences(
+            saved["signature"], signature
+        )
+        if differences:
+            raise checkpointing.ResumeError(
+                f"--model_dir={model_dir} holds a run with other settings "
+                f"({'; '.join(differences)}). Pass --overwrite to start "
+                "over, or choose another --model_dir."
+            )
+
     print(plan.table(), flush=True)
-    os.makedirs(config.model_dir, exist_ok=True)
-    plan.to_json(os.path.join(config.model_dir, "plan.json"))
-    prepared.splits.vocab.to_json(os.path.join(config.model_dir, "labels.json"))
+    os.makedirs(model_dir, exist_ok=True)
+    plan.to_json(os.path.join(model_dir, "plan.json"))
+    prepared.splits.vocab.to_json(os.path.join(model_dir, "labels.json"))
 
     strategy = distribution.make_strategy(plan.strategy, tpu=config.tpu)
     trainer = build_trainer(prepared, strategy)
-    train, evaluation = datasets(prepared)
-    fit_start = time.perf_counter()
-    history = trainer.fit(
-        train,
-        validation_data=evaluation["validation"],
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        callbacks=list(callbacks),
-        verbose=verbose,
+    with strategy.scope():
+        trainer.optimizer.build(trainer.trainable_variables)
+    schedule = trainer.learning_rate_schedule
+    manager = checkpointing.CheckpointManager(
+        checkpoint_dir,
+        {"model": trainer.model, "optimizer": trainer.optimizer,
+         "learning_rate_multiplier": schedule.multiplier},
+        keep=checkpoints.keep,
     )
-    fit_seconds = time.perf_counter() - fit_start
+    manager.clean_partial()
+    position = manager.restore_latest()
+    if position is None:
+        position = checkpointing.Position()
+        manager.save(position, signature=signature)  # rollback target
+    else:
+        print(f"resumed from {position.describe()}", flush=True)
 
+    nan_guard = checkpointing.NanGuard(
+        float16=plan.precision == "mixed_float16"
+    )
+    _, evaluation = datasets(prepared)
+    fit_seconds = 0.0
+    history = {}
+    with checkpointing.Preemption() as preemption:
+        saver = checkpointing.CheckpointCallback(
+            manager,
+            signature=signature,
+            every_seconds=checkpoints.every_seconds,
+            every_updates=checkpoints.every_updates,
+            preemption=preemption,
+            nan_guard=nan_guard,
+        )
+        while position.epoch < plan.epochs:
+            epoch = position.epoch
+            skipped = set(position.skipped)
+            dataset, batches = _epoch_dataset(
+                prepared, epoch, position.batch, skipped
+            )
+            saver.start_segment(position, epoch, batches)
+            start = time.perf_counter()
+            result = trainer.fit(
+                dataset,
+                validation_data=evaluation["validation"],
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=len(batches),
+                callbacks=[nan_guard, saver, *callbacks],
+                verbose=verbose,
+            )
+            fit_seconds += time.perf_counter() - start
+            if nan_guard.tripped:
+                position = _roll_back(
+                    manager, position, (epoch, batches[nan_guard.bad_step]),
+                    schedule, checkpoints,
+                )
+                continue
+            if saver.preempted:
+                print(f"preempted: checkpoint at {saver.position.describe()}; "
+                      "run the same command to resume", flush=True)
+                return None
+            for key, values in result.history.items():
+                history.setdefault(key, []).extend(values)
+            position = saver.position
+
+    return _finish(prepared, trainer, history, fit_seconds, clock)
+
+
+def _roll_back(manager, position, bad, schedule, checkpoints):
+    rollbacks = position.rollbacks + 1
+    if rollbacks > checkpoints.max_rollbacks:
+        raise checkpointing.TrainingError(
+            f"the loss stayed non-finite after {checkpoints.max_rollbacks} "
+            f"rollbacks (last at epoch {bad[0] + 1}, batch {bad[1]}). Lower "
+            "--learning_rate, check the data for extreme values, or use "
+            "--precision=float32."
+        )
+    restored = manager.restore_latest()
+    multiplier = float(schedule.multiplier.numpy()) * (
+        checkpoints.rollback_learning_rate_factor
+    )
+    schedule.multiplier.assign(multiplier)
+    position = dataclasses.replace(
+        restored,
+        skipped=tuple(sorted(set(restored.skipped) | {bad})),
+        rollbacks=rollbacks,
+        learning_rate_multiplier=multiplier,
+    )
+    logging.warning(
+        "rollback %d of %d: non-finite update at epoch %d, batch %d; "
+        "restored %s, learning rate x%g, batch skipped",
+        rollbacks, checkpoints.max_rollbacks, bad[0] + 1, bad[1],
+        restored.describe(), multiplier,
+    )
+    return position
+
+
+def _finish(prepared, trainer, history, fit_seconds, clock):
+    config, plan = prepared.config, prepared.plan
     metrics = {
-        "validation_accuracy": float(history.history["val_accuracy"][-1]),
         "epochs": plan.epochs,
         "global_batch_size": plan.global_batch_size,
         "train_examples": len(prepared.splits.train),
-        "train_examples_per_sec": len(prepared.splits.train)
-        * plan.epochs
-        / fit_seconds,
+        "train_examples_per_sec": (
+            len(prepared.splits.train) * plan.epochs / fit_seconds
+            if history else None
+        ),
         "fit_seconds": fit_seconds,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
+        "nonfinite_updates": int(trainer.nonfinite_updates.numpy())
+        if hasattr(trainer, "nonfinite_updates") else 0,
+        "final_train_loss": float(history["loss"][-1]) if history else None,
     }
+    validation = trainer.evaluate(
+        datasets(prepared)[1]["validation"], verbose=0, return_dict=True
+    )
+    metrics["validation_accuracy"] = float(validation["accuracy"])
     probabilities = predict_ids(trainer, prepared, "test")
     metrics["test_accuracy"] = accuracy(
         probabilities, prepared.splits.test.labels

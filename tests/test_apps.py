@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory):
 def test_finetune_writes_a_complete_model_dir(tiny_run):
     _, model_dir = tiny_run
     assert sorted(os.listdir(model_dir)) == [
-        "labels.json", "metrics.json", "model", "plan.json",
+        "checkpoints", "labels.json", "metrics.json", "model", "plan.json",
     ]
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
