@@ -77,6 +77,18 @@ class Position:
         )
 
 
+def random_states(model):
+    """The model's seed-generator states (dropout), ordered by path.
+
+    Keras keeps them in `model.variables` but not in `model.weights`, and a
+    `SeedGenerator` is not itself tracked by `tf.train.Checkpoint`; without
+    them a resumed run would draw other dropout masks.
+    """
+    weights = {id(v) for v in model.weights}
+    states = [v for v in model.variables if id(v) not in weights]
+    return sorted(states, key=lambda v: v.path)
+
+
 def run_signature(config, plan, data_fingerprint):
     """What must not change between a run and its resumption."""
     return {

@@ -31,6 +31,7 @@ import threading
 import urllib.parse
 import urllib.request
 
+import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
@@ -183,7 +184,10 @@ def save_classifier(
 ) -> str:
     """Saves `classifier` as a keras-hub preset folder, all or nothing.
 
-    The preset is written into a temporary folder beside `path`, optionally
+    A model trained under a mixed policy is saved as its float32 twin (the
+    variables are float32 either way; keras-hub 0.32 cannot load a preset
+    whose config names a mixed policy). The preset is written into a
+    temporary folder beside `path`, optionally
     loaded back and compared weight by weight, then renamed onto `path`, so
     that a crash never leaves half a preset behind. An existing preset folder
     at `path` is replaced; any other existing file or folder is refused.
@@ -222,6 +226,7 @@ def save_classifier(
         )
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
+    classifier = float32_copy(classifier)
     staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
         classifier.save_to_preset(staging)
@@ -240,6 +245,39 @@ def save_classifier(
         shutil.rmtree(staging, ignore_errors=True)
     logging.info("model: saved %s as a keras-hub preset", path)
     return path
+
+
+def float32_copy(classifier):
+    """The same model with float32 compute, sharing no variables.
+
+    Returns `classifier` itself when it already computes in float32.
+    """
+    if classifier.dtype_policy.name == "float32" and all(
+        layer.dtype_policy.name == "float32"
+        for layer in classifier._flatten_layers()
+    ):
+        return classifier
+
+    def to_float32(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "DTypePolicy":
+                return "float32"
+            return {k: to_float32(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [to_float32(v) for v in value]
+        if isinstance(value, str) and value.startswith("mixed_"):
+            return "float32"
+        return value
+
+    backbone = keras.saving.deserialize_keras_object(
+        to_float32(keras.saving.serialize_keras_object(classifier.backbone))
+    )
+    config = to_float32(classifier.get_config())
+    # The preprocessor (tokenizer, vocabulary) is reused as it is.
+    config.update(backbone=backbone, preprocessor=classifier.preprocessor)
+    copy = type(classifier).from_config(config)
+    copy.set_weights(classifier.get_weights())
+    return copy
 
 
 def _resolve(model):

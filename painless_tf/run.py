@@ -468,7 +468,8 @@ def fit_and_save(
     manager = checkpointing.CheckpointManager(
         checkpoint_dir,
         {"model": trainer.model, "optimizer": trainer.optimizer,
-         "learning_rate_multiplier": schedule.multiplier},
+         "learning_rate_multiplier": schedule.multiplier,
+         "random_states": checkpointing.random_states(trainer.model)},
         keep=checkpoints.keep,
     )
     manager.clean_partial()

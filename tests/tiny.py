@@ -87,13 +87,13 @@ NEGATIVE = "bad awful dull hate worst boring loud".split()
 FILLER = "the a movie film plot acting story".split()
 
 
-def write_preset(folder, *, num_classes=2, seq=16):
+def write_preset(folder, *, num_classes=2, seq=16, dropout=0.0):
     """A tiny keras-hub BERT classifier preset folder with its tokenizer."""
     import keras_hub
 
     from painless_tf import models
 
-    classifier = tiny_classifier(num_classes, seq=seq)
+    classifier = tiny_classifier(num_classes, seq=seq, dropout=dropout)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
         tokenizer=tiny_tokenizer(), sequence_length=seq
     )
@@ -101,6 +101,7 @@ def write_preset(folder, *, num_classes=2, seq=16):
         backbone=classifier.backbone,
         num_classes=num_classes,
         preprocessor=preprocessor,
+        dropout=dropout,
     )
     return models.save_classifier(classifier, str(folder))
 
