@@ -1,1 +1,45 @@
-"""painless_tf: fully automatic fine-tuning of BERT-family models on Keras 3."""
+"""painless_tf: fully automatic fine-tuning of BERT-family models on Keras 3.
+
+One public entry per concern; see the README's "How it works" for the order
+in which a batch meets them.
+"""
+
+from painless_tf.checkpointing import CheckpointManager
+from painless_tf.data import DataError
+from painless_tf.data import LabelVocab
+from painless_tf.data import load_splits
+from painless_tf.data import read_table
+from painless_tf.distribution import make_strategy
+from painless_tf.engine import Trainer
+from painless_tf.hardware import detect_environment
+from painless_tf.models import load_classifier
+from painless_tf.models import load_tokenizer
+from painless_tf.models import save_classifier
+from painless_tf.optimization import WarmupLinearDecay
+from painless_tf.optimization import make_optimizer
+from painless_tf.pipeline import make_dataset
+from painless_tf.pipeline import tokenize
+from painless_tf.plan import Plan
+from painless_tf.plan import make_plan
+from painless_tf.precision import set_policy
+
+__all__ = [
+    "CheckpointManager",
+    "DataError",
+    "LabelVocab",
+    "Plan",
+    "Trainer",
+    "WarmupLinearDecay",
+    "detect_environment",
+    "load_classifier",
+    "load_splits",
+    "load_tokenizer",
+    "make_dataset",
+    "make_optimizer",
+    "make_plan",
+    "make_strategy",
+    "read_table",
+    "save_classifier",
+    "set_policy",
+    "tokenize",
+]

@@ -562,6 +562,8 @@ def _roll_back(manager, position, bad, schedule, checkpoints):
 def _finish(prepared, trainer, history, fit_seconds, clock):
     config, plan = prepared.config, prepared.plan
     metrics = {
+        "text_columns": list(config.text_columns),
+        "label_column": config.label_column,
         "epochs": plan.epochs,
         "global_batch_size": plan.global_batch_size,
         "train_examples": len(prepared.splits.train),

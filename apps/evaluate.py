@@ -1,0 +1,71 @@
+r"""Evaluates a trained model (or exported artifact) on a labelled file.
+
+    python -m apps.evaluate --model_dir=runs/demo --data=test.csv
+
+Prints accuracy, per-class precision/recall/F1 and the confusion matrix;
+writes them as JSON to --output (default <model_dir>/evaluation.json when
+--model_dir is a trained model dir) and, with --report, an HTML page.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from painless_tf import data
+from painless_tf import evaluation
+from painless_tf import export
+from painless_tf import flags as painless_flags
+from painless_tf import report
+from painless_tf import run
+
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", "runs/demo",
+    "A trained model dir, an export/saved_model folder or a .tflite file.")
+_DATA = flags.DEFINE_string(
+    "data", None, "Labelled CSV, TSV or JSONL file.", required=True)
+_TEXT_COLUMNS = flags.DEFINE_list("text_columns", ["text"], "Text column(s).")
+_LABEL_COLUMN = flags.DEFINE_string("label_column", "label", "Label column.")
+_ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "JSON output (default: <model_dir>/evaluation.json).")
+_REPORT = flags.DEFINE_string(
+    "report", None, "Also write this HTML evaluation report.")
+
+
+def main(argv):
+    del argv
+    predictor = export.load_predictor(_MODEL_DIR.value)
+    table = data.read_table(
+        _DATA.value, text_columns=_TEXT_COLUMNS.value,
+        label_column=_LABEL_COLUMN.value, encoding=_ENCODING.value)
+    vocab = data.LabelVocab(predictor.label_names)
+    labels = [vocab.encode(label, where=f"{_DATA.value} line {line}")
+              for label, line in zip(table.labels, table.lines)]
+    texts = table.texts[0]
+    pairs = table.texts[1] if len(table.texts) > 1 else None
+    probabilities, names = predictor(list(texts), pairs and list(pairs))
+    result = evaluation.classification_report(
+        labels, probabilities.argmax(axis=-1), names)
+    output = _OUTPUT.value or (
+        os.path.join(_MODEL_DIR.value, "evaluation.json")
+        if os.path.isdir(os.path.join(_MODEL_DIR.value, "model")) else None)
+    if output:
+        run.write_json(output, result)
+    if _REPORT.value:
+        report.write_evaluation_report(_REPORT.value, result)
+    print(json.dumps({k: result[k] for k in ("accuracy", "macro_f1")}))
+    for row in result["per_class"]:
+        print(f"{row['label']:>12}  precision {row['precision']:.4f}  "
+              f"recall {row['recall']:.4f}  f1 {row['f1']:.4f}  "
+              f"support {row['support']}")
+    print("confusion matrix (rows: true, columns: predicted):")
+    for name, row in zip(names, result["confusion_matrix"]):
+        print(f"{name:>12}  {row}")
+
+
+run_main = painless_flags.one_line_errors(main)
+
+if __name__ == "__main__":
+    app.run(run_main)

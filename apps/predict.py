@@ -1,0 +1,77 @@
+r"""Predicts labels for texts with a trained model or any exported artifact.
+
+    echo "a gripping, funny film" | python -m apps.predict --model_dir=runs/demo
+    python -m apps.predict --model_dir=runs/demo/export/model_int8.tflite \
+        --input=texts.txt --output=predictions.jsonl
+
+Input: one text per line (a TAB between the two texts of a sentence pair),
+or JSON lines with the text column(s). Output: one JSON object per line,
+in the input order: {"text", "label", "probabilities": {label: p}}.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from painless_tf import export
+from painless_tf import flags as painless_flags
+
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", "runs/demo",
+    "A trained model dir, its export/saved_model folder or an exported "
+    ".tflite file.")
+_INPUT = flags.DEFINE_string(
+    "input", "-", "Text file (one text per line) or .jsonl; '-' is stdin.")
+_OUTPUT = flags.DEFINE_string("output", "-", "JSON lines out; '-' is stdout.")
+_TEXT_COLUMNS = flags.DEFINE_list(
+    "text_columns", ["text"], "Text field(s) of .jsonl input.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per model call.")
+
+
+def read_texts(path, text_columns):
+    """Texts (and pairs, or None) from a text/JSONL file or stdin."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        lines = [line.rstrip("\n") for line in stream if line.strip()]
+    if path.endswith(".jsonl"):
+        rows = []
+        for number, line in enumerate(lines, 1):
+            row = json.loads(line)
+            if not isinstance(row, dict) or any(c not in row for c in text_columns):
+                raise ValueError(
+                    f"{path} line {number}: expected a JSON object with "
+                    f"{', '.join(text_columns)}. Pass --text_columns to name "
+                    "the fields.")
+            rows.append([str(row[c]) for c in text_columns])
+    else:
+        rows = [line.split("\t") for line in lines]
+    texts = [r[0] for r in rows]
+    pairs = [r[1] if len(r) > 1 else "" for r in rows]
+    return texts, (pairs if len(text_columns) == 2 or any(
+        len(r) > 1 for r in rows) else None)
+
+
+def main(argv):
+    del argv
+    predictor = export.load_predictor(
+        _MODEL_DIR.value, batch_size=_BATCH_SIZE.value)
+    texts, pairs = read_texts(_INPUT.value, _TEXT_COLUMNS.value)
+    probabilities, names = predictor(texts, pairs)
+    out = sys.stdout if _OUTPUT.value == "-" else open(
+        _OUTPUT.value, "w", encoding="utf-8")
+    with out:
+        for text, row in zip(texts, probabilities):
+            out.write(json.dumps({
+                "text": text,
+                "label": names[int(row.argmax())],
+                "probabilities": {n: round(float(p), 6)
+                                  for n, p in zip(names, row)},
+            }) + "\n")
+
+
+run_main = painless_flags.one_line_errors(main)
+
+if __name__ == "__main__":
+    app.run(run_main)

@@ -1,0 +1,62 @@
+"""MultiWorkerMirroredStrategy: 2 processes on 127.0.0.1 == 1 process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "multiworker_worker.py")
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def load(path):
+    with np.load(path) as f:
+        weights = [f[f"arr_{i}"] for i in range(len(f.files) - 2)]
+        return weights, f["loss"], int(f["iterations"])
+
+
+@pytest.mark.slow
+def test_two_workers_equal_one_process(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }), CUDA_VISIBLE_DEVICES="")
+        processes.append(subprocess.Popen(
+            [sys.executable, WORKER, str(tmp_path / f"w{index}.npz")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        ))
+    single = subprocess.run(
+        [sys.executable, WORKER, str(tmp_path / "single.npz"), "single"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+
+    w0, loss0, it0 = load(tmp_path / "w0.npz")
+    w1, loss1, it1 = load(tmp_path / "w1.npz")
+    ws, losss, its = load(tmp_path / "single.npz")
+    assert it0 == it1 == its == 8
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(w0, w1)) == 0.0
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w0, ws))
+    assert diff <= 1e-6, diff
+    np.testing.assert_allclose(loss0, losss, rtol=1e-5)
