@@ -458,3 +458,17 @@ def test_docstring_examples_run(tmp_path, monkeypatch):
 
     assert results.attempted >= 15
     assert results.failed == 0
+
+
+def test_keras_nlp_names_still_work(tmp_path):
+    """Code written against keras_nlp gets the same classes and presets."""
+    import keras_nlp
+
+    import tiny
+
+    preset = tiny.write_preset(tmp_path / "preset")
+    assert keras_nlp.models.BertTextClassifier is (
+        keras_hub.models.BertTextClassifier
+    )
+    classifier = keras_nlp.models.BertTextClassifier.from_preset(preset)
+    assert classifier.predict(["good fun"], verbose=0).shape == (1, 2)
