@@ -20,7 +20,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from painless_tf import distribution
 from painless_tf import flags as painless_flags
+from painless_tf import hardware
 from painless_tf import run
 
 painless_flags.define_data_flags()
@@ -35,9 +37,16 @@ def main(argv):
     del argv
     clock = run.Clock()
     config = painless_flags.run_config(model_dir=_MODEL_DIR.value)
-    prepared = run.prepare(config)
+    environment = hardware.detect_environment(tpu=config.tpu)
+    # Several workers: the collective strategy must exist before any op.
+    strategy = (
+        distribution.make_strategy("multi_worker_mirrored")
+        if environment.num_workers > 1 else None
+    )
+    prepared = run.prepare(config, environment=environment)
     outputs = run.fit_and_save(
-        prepared, clock=clock, checkpoints=painless_flags.checkpoint_options()
+        prepared, strategy=strategy, clock=clock,
+        checkpoints=painless_flags.checkpoint_options(),
     )
     if outputs is not None:  # None: preempted, checkpoint written
         print(f"test accuracy: {outputs['test_accuracy']:.4f} "

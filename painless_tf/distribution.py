@@ -146,3 +146,47 @@ def symbolic_build(model, distributed_batch):
     )
     with strategy.scope():
         model._symbolic_build(data_batch=local)
+
+
+def distribute_batches(strategy, make_slice):
+    """Feeds each replica its slice of every planned global batch.
+
+    Args:
+        strategy: tf.distribute.Strategy.
+        make_slice: callable `(num_slices, slice_index) -> tf.data.Dataset`
+            yielding rows `[i*B/n, (i+1)*B/n)` of each global batch of B
+            (`pipeline.make_dataset(num_workers=n, worker_index=i)`).
+
+    Returns:
+        For one worker, the whole-batch dataset (`fit` splits it across the
+        local replicas); for several workers, a distributed dataset in which
+        each worker reads only its own replicas' slices, so the union over
+        workers is exactly each planned global batch.
+    """
+    if strategy.extended._in_multi_worker_mode():
+        # tf.distribute has no public "is multi-worker"; checked against
+        # TensorFlow 2.21.0.
+
+        def dataset_fn(context):
+            local = context.num_replicas_in_sync // context.num_input_pipelines
+            slices = [
+                make_slice(
+                    context.num_replicas_in_sync,
+                    context.input_pipeline_id * local + i,
+                )
+                for i in range(local)
+            ]
+            if local == 1:
+                return slices[0]
+            # Replica i of this worker takes every local-th element.
+            return tf.data.Dataset.choose_from_datasets(
+                slices, tf.data.Dataset.range(local).repeat()
+            )
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+    return make_slice(1, 0)
+
+
+def is_chief(environment):
+    """Whether this process writes the model dir (worker 0 / the chief)."""
+    return environment.worker_index == 0

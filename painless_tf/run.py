@@ -271,38 +271,32 @@ def build_trainer(prepared, strategy):
     return trainer
 
 
-def datasets(prepared, *, start_epoch=0, start_batch=0, worker=(1, 0)):
-    """The training dataset (all remaining epochs chained) and eval sets."""
+def datasets(prepared, strategy=None):
+    """The validation and test datasets, fed per replica under `strategy`."""
     plan = prepared.plan
-    num_workers, worker_index = worker
-    train = pipeline.make_dataset(
-        prepared.tokenized["train"],
-        global_batch_size=plan.global_batch_size,
-        buckets=plan.bucket_boundaries,
-        training=True,
-        seed=plan.seed,
-        epoch=start_epoch,
-        epochs=plan.epochs - start_epoch,
-        start_batch=start_batch,
-        num_workers=num_workers,
-        worker_index=worker_index,
-    )
-    evaluation = {
-        name: pipeline.make_dataset(
-            prepared.tokenized[name],
-            global_batch_size=plan.global_batch_size,
-            buckets=plan.bucket_boundaries,
-            training=False,
-            num_workers=num_workers,
-            worker_index=worker_index,
+    strategy = strategy or tf.distribute.get_strategy()
+    return {
+        name: distribution.distribute_batches(
+            strategy,
+            lambda n, i, name=name: pipeline.make_dataset(
+                prepared.tokenized[name],
+                global_batch_size=plan.global_batch_size,
+                buckets=plan.bucket_boundaries,
+                training=False,
+                num_workers=n,
+                worker_index=i,
+            ),
         )
         for name in ("validation", "test")
     }
-    return train, evaluation
 
 
 def predict_ids(trainer, prepared, split):
-    """Class probabilities for a split, in the input order."""
+    """Class probabilities for a split, in the input order.
+
+    Runs on this process alone (no collectives), so every worker of a
+    multi-worker run can call it.
+    """
     plan = prepared.plan
     tokenized = prepared.tokenized[split]
     batch_plan = pipeline.plan_batches(
@@ -316,8 +310,9 @@ def predict_ids(trainer, prepared, split):
         global_batch_size=plan.global_batch_size,
         buckets=plan.bucket_boundaries,
         training=False,
-    ).map(lambda x, y, w: x)
-    logits = trainer.predict(dataset, verbose=0)
+    )
+    forward = tf.function(lambda x: trainer(x, training=False))
+    logits = [forward(x).numpy() for x, _, _ in dataset]
     logits = pipeline.restore_order(logits, batch_plan)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
@@ -385,18 +380,32 @@ def _remove_run(model_dir):
             os.remove(path)
 
 
-def _epoch_dataset(prepared, epoch, start_batch, skipped):
+def _epoch_dataset(prepared, strategy, epoch, start_batch, skipped):
     """The rest of one epoch, without the batches rollbacks skipped."""
     plan = prepared.plan
-    dataset = pipeline.make_dataset(
-        prepared.tokenized["train"],
-        global_batch_size=plan.global_batch_size,
-        buckets=plan.bucket_boundaries,
-        training=True,
-        seed=plan.seed,
-        epoch=epoch,
-        start_batch=start_batch,
-    )
+
+    def make_slice(num_slices, index):
+        dataset = pipeline.make_dataset(
+            prepared.tokenized["train"],
+            global_batch_size=plan.global_batch_size,
+            buckets=plan.bucket_boundaries,
+            training=True,
+            seed=plan.seed,
+            epoch=epoch,
+            start_batch=start_batch,
+            num_workers=num_slices,
+            worker_index=index,
+        )
+        return _without_skipped(dataset, plan, epoch, start_batch, skipped)
+
+    batches = [
+        b for b in range(start_batch, plan.steps_per_epoch)
+        if (epoch, b) not in skipped
+    ]
+    return distribution.distribute_batches(strategy, make_slice), batches
+
+
+def _without_skipped(dataset, plan, epoch, start_batch, skipped):
     batches = [
         b for b in range(start_batch, plan.steps_per_epoch)
         if (epoch, b) not in skipped
@@ -421,11 +430,11 @@ def _epoch_dataset(prepared, epoch, start_batch, skipped):
             .filter(lambda index, element: keep[index])
             .map(poison)
         )
-    return dataset, batches
+    return dataset
 
 
 def fit_and_save(
-    prepared, *, clock=None, callbacks=(), verbose="auto",
+    prepared, *, strategy=None, clock=None, callbacks=(), verbose="auto",
     checkpoints=CheckpointOptions(),
 ):
     """Trains as planned (resuming if the model dir holds the same run),
@@ -441,7 +450,8 @@ def fit_and_save(
     signature = checkpointing.run_signature(
         config, plan, data_fingerprint(prepared.tokenized["train"])
     )
-    if checkpoints.overwrite:
+    chief = distribution.is_chief(prepared.environment)
+    if checkpoints.overwrite and chief:
         _remove_run(model_dir)
     saved = checkpointing.CheckpointManager(checkpoint_dir, {}).latest_manifest()
     if saved is not None:
@@ -457,10 +467,13 @@ def fit_and_save(
 
     print(plan.table(), flush=True)
     os.makedirs(model_dir, exist_ok=True)
-    plan.to_json(os.path.join(model_dir, "plan.json"))
-    prepared.splits.vocab.to_json(os.path.join(model_dir, "labels.json"))
+    if chief:
+        plan.to_json(os.path.join(model_dir, "plan.json"))
+        prepared.splits.vocab.to_json(os.path.join(model_dir, "labels.json"))
 
-    strategy = distribution.make_strategy(plan.strategy, tpu=config.tpu)
+    strategy = strategy or distribution.make_strategy(
+        plan.strategy, tpu=config.tpu
+    )
     trainer = build_trainer(prepared, strategy)
     with strategy.scope():
         trainer.optimizer.build(trainer.trainable_variables)
@@ -471,6 +484,7 @@ def fit_and_save(
          "learning_rate_multiplier": schedule.multiplier,
          "random_states": checkpointing.random_states(trainer.model)},
         keep=checkpoints.keep,
+        is_chief=chief,
     )
     manager.clean_partial()
     position = manager.restore_latest()
@@ -483,7 +497,7 @@ def fit_and_save(
     nan_guard = checkpointing.NanGuard(
         float16=plan.precision == "mixed_float16"
     )
-    _, evaluation = datasets(prepared)
+    evaluation = datasets(prepared, strategy)
     fit_seconds = 0.0
     history = {}
     with checkpointing.Preemption() as preemption:
@@ -499,7 +513,7 @@ def fit_and_save(
             epoch = position.epoch
             skipped = set(position.skipped)
             dataset, batches = _epoch_dataset(
-                prepared, epoch, position.batch, skipped
+                prepared, strategy, epoch, position.batch, skipped
             )
             saver.start_segment(position, epoch, batches)
             start = time.perf_counter()
@@ -527,7 +541,8 @@ def fit_and_save(
                 history.setdefault(key, []).extend(values)
             position = saver.position
 
-    return _finish(prepared, trainer, history, fit_seconds, clock)
+    return _finish(prepared, trainer, evaluation, history, fit_seconds,
+                   clock, chief=chief)
 
 
 def _roll_back(manager, position, bad, schedule, checkpoints):
@@ -559,7 +574,8 @@ def _roll_back(manager, position, bad, schedule, checkpoints):
     return position
 
 
-def _finish(prepared, trainer, history, fit_seconds, clock):
+def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
+            chief=True):
     config, plan = prepared.config, prepared.plan
     metrics = {
         "text_columns": list(config.text_columns),
@@ -578,16 +594,18 @@ def _finish(prepared, trainer, history, fit_seconds, clock):
         "final_train_loss": float(history["loss"][-1]) if history else None,
     }
     validation = trainer.evaluate(
-        datasets(prepared)[1]["validation"], verbose=0, return_dict=True
+        evaluation["validation"], verbose=0, return_dict=True
     )
     metrics["validation_accuracy"] = float(validation["accuracy"])
     probabilities = predict_ids(trainer, prepared, "test")
     metrics["test_accuracy"] = accuracy(
         probabilities, prepared.splits.test.labels
     )
-    models.save_classifier(
-        trainer.model, os.path.join(config.model_dir, "model")
-    )
     metrics["wall_seconds"] = clock.seconds()
-    write_json(os.path.join(config.model_dir, "metrics.json"), metrics)
+    if chief:
+        models.save_classifier(
+            trainer.model, os.path.join(config.model_dir, "model")
+        )
+        metrics["wall_seconds"] = clock.seconds()
+        write_json(os.path.join(config.model_dir, "metrics.json"), metrics)
     return metrics

@@ -60,3 +60,58 @@ def test_two_workers_equal_one_process(tmp_path):
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w0, ws))
     assert diff <= 1e-6, diff
     np.testing.assert_allclose(loss0, losss, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_finetune_app_on_two_workers_equals_one_process(tmp_path):
+    import tiny
+    from painless_tf import models
+
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(60))
+    args = [
+        sys.executable, "-m", "apps.finetune", f"--model={preset}",
+        f"--train_data={train}", "--epochs=2", "--global_batch_size=8",
+        "--micro_batch_size=4", "--learning_rate=0.01",
+        "--precision=float32", "--xla=false",
+    ]
+    root = os.path.dirname(HERE)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    single = subprocess.run(
+        args + [f"--model_dir={tmp_path / 'single'}"], cwd=root, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = [
+        subprocess.Popen(
+            args + [f"--model_dir={tmp_path / 'multi'}"], cwd=root,
+            env=dict(env, TF_CONFIG=json.dumps({
+                "cluster": {"worker": workers},
+                "task": {"type": "worker", "index": index},
+            })),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "num_replicas         2" in outputs[0]
+
+    def weights(name):
+        classifier = models.load_classifier(
+            str(tmp_path / name / "model"), num_classes=2
+        )
+        return [v.numpy() for v in classifier.weights]
+
+    diff = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(weights("single"), weights("multi"))
+    )
+    assert diff <= 1e-6, diff
+    with open(tmp_path / "multi" / "metrics.json") as f:
+        multi = json.load(f)
+    with open(tmp_path / "single" / "metrics.json") as f:
+        assert multi["optimizer_updates"] == json.load(f)["optimizer_updates"]
