@@ -2,8 +2,10 @@
 
 What a step is: one `fit` step, which with `painless_tf.Trainer` is one
 optimizer update on one global batch (see `painless_tf.engine`). Every
-callback here counts those steps, and every record it writes is keyed by the
-number of steps done since `fit` began.
+callback here counts those steps, from `initial_step` (0, or the steps done
+before a resumed run) on, across every `fit` it is passed to: a loop that
+calls `fit` once per epoch keeps one history. Every record is keyed by that
+count, "step".
 
 Monitors measure, each usable alone with any Keras model:
 
@@ -16,11 +18,34 @@ Monitors measure, each usable alone with any Keras model:
 - `LossScaleMonitor`: the dynamic loss scale and the skipped updates (steps
   after which `optimizer.iterations` did not advance).
 
+Each monitor keeps `records` (one dict per interval, with the "step" it
+closed at), `epoch_records`, and `summary()` over every fit so far, and
+adds its epoch values to Keras' epoch logs (so `History` has them too).
+
 Sinks record what the monitors measured, plus the loss and the compiled
 metrics: `ProgressLogger` (a progress bar with ETA on a terminal, one line
 per interval otherwise), `HistoryWriter` (`history.json`) and
 `TensorBoardLogger` (scalars). A sink reads the monitors it is given; list
 the monitors before it in `fit(callbacks=...)`, as `default_callbacks` does.
+
+Typical use (what `apps/finetune.py` does):
+
+    stats = step_stats([pipeline.plan_batches(tokenized.lengths, ...,
+                                              training=True, epoch=e)
+                        for e in range(plan.epochs)], tokenized.lengths)
+    callbacks = default_callbacks(
+        model_dir=model_dir, plan=plan, step_stats=stats,
+        flops_per_token=flops.training_flops_per_token(classifier,
+                                                       tokenized.lengths),
+        peak_flops=flops.peak_flops(environment, plan.precision))
+    trainer.fit(train, ..., callbacks=callbacks, verbose=0)
+    metrics.update(summarize(callbacks))
+
+A loop that calls `fit` once per epoch (or per part of one, when resuming)
+passes the same callbacks to every `fit`, and before each one hands the
+monitors the statistics of the batches it feeds:
+`set_step_stats(callbacks, step_stats(plan_of_epoch, lengths,
+batches=...))`.
 
 Overhead. Per step, a callback only counts, in `on_train_batch_begin`,
 which Keras calls on the main thread without converting any tensor. Every
@@ -30,9 +55,11 @@ before it (the one device sync per interval), then reads the clock and the
 values it reports. No callback here overrides `on_train_batch_end`, so
 Keras keeps dispatching the batch-end callbacks of others asynchronously.
 
-Timing. The first step of a `fit` traces and compiles; it is timed on its
-own (`first_step_seconds`) and left out of every rate. Validation time is
-left out of training rates too.
+Timing. The first step of a `fit` traces and compiles (or, in later fits,
+starts the input pipeline); it is left out of every rate, and the first
+fit's is reported as `first_step_seconds`. So is the last step
+of each epoch (when the steps per epoch are known), whose end no callback
+sees before Keras sets up validation, and so is validation itself.
 
 TensorBoard. `TensorBoardLogger` writes with `tf.summary` file writers
 directly rather than through `keras.callbacks.TensorBoard`: it writes at the
@@ -49,7 +76,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -77,6 +103,19 @@ _SHORT_NAMES = {
     "binary_accuracy": "acc",
     "accuracy": "acc",
 }
+# How the progress lines show the monitors' values; None hides a value that
+# another one already says.
+_DISPLAY = {
+    "steps_per_sec": None,
+    "model_flops_per_sec": None,
+    "examples_per_sec": "{} ex/s",
+    "tokens_per_sec": "{} tok/s",
+    "padding_fraction": "pad {}",
+    "mfu": "MFU {}",
+    "learning_rate": "lr {}",
+    "loss_scale": "scale {}",
+    "skipped_updates": "skipped {}",
+}
 
 
 # === Step statistics ===
@@ -86,8 +125,9 @@ _SHORT_NAMES = {
 class StepStats:
     """What each training step feeds the model, counted on the host.
 
-    Step `i` is the `i`-th step since `fit` began; a run longer than the
-    arrays wraps around (one epoch's statistics then stand for every epoch).
+    Step `i` is the `i`-th step since the current `fit` began; a fit longer
+    than the arrays wraps around (one epoch's statistics then stand for
+    every epoch). Between fits, `set_step_stats` swaps them.
 
     Args:
         examples: np.ndarray. int64 [steps], real (non-filler) examples.
@@ -141,7 +181,7 @@ class StepStats:
         )
 
 
-def step_stats(batch_plans, lengths, *, start_batch: int = 0) -> StepStats:
+def step_stats(batch_plans, lengths, *, batches=None) -> StepStats:
     """Per-step example and token counts of the batches a pipeline feeds.
 
     Args:
@@ -151,8 +191,10 @@ def step_stats(batch_plans, lengths, *, start_batch: int = 0) -> StepStats:
             plan that stands for every epoch.
         lengths: array-like of int. Tokens per example
             (`TokenizedExamples.lengths`).
-        start_batch: int. Batches of the first plan to skip, as passed to
-            `make_dataset` when resuming.
+        batches: sequence of int or None. The batches (indices into the
+            plans' batches, end to end) a `fit` feeds, in order: e.g.
+            `range(start_batch, steps_per_epoch)` when resuming mid-epoch.
+            None takes them all.
 
     Returns:
         A `StepStats` with one entry per batch.
@@ -175,12 +217,15 @@ def step_stats(batch_plans, lengths, *, start_batch: int = 0) -> StepStats:
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     rows = np.concatenate([np.asarray(p.rows) for p in plans])
     batch_lengths = np.concatenate([np.asarray(p.batch_lengths) for p in plans])
-    if not isinstance(start_batch, int) or not 0 <= start_batch < len(rows):
-        raise ValueError(
-            f"`start_batch` must be in [0, {len(rows)}). Received: "
-            f"start_batch={start_batch!r}."
-        )
-    rows, batch_lengths = rows[start_batch:], batch_lengths[start_batch:]
+    if batches is not None:
+        batches = np.asarray(list(batches), dtype=np.int64).reshape(-1)
+        bad = batches[(batches < 0) | (batches >= len(rows))]
+        if not batches.size or bad.size:
+            raise ValueError(
+                f"`batches` must be non-empty indices in [0, {len(rows)}), "
+                f"the plans' batches. Received: {batches[:10].tolist()}..."
+            )
+        rows, batch_lengths = rows[batches], batch_lengths[batches]
     if rows.size and int(rows.max()) >= lengths.size:
         raise ValueError(
             f"The batch plans refer to example {int(rows.max())}, but "
@@ -212,12 +257,14 @@ def _wrapped_sum(cumulative, start, stop):
 @dataclasses.dataclass(frozen=True)
 class _Interval:
     epoch: int
-    start: int  # first step of the interval, counted since fit began
+    start: int  # first step of the interval (see "Steps" above)
     stop: int  # steps done when it closed
-    timed_start: int  # first step of the timed part (== stop: none timed)
+    timed_start: int  # timed part: steps [timed_start, timed_stop)
+    timed_stop: int
     seconds: float  # wall seconds of the timed part
-    wall_seconds: float  # since fit began
+    wall_seconds: float  # since the first fit began
     iterations: int | None  # optimizer.iterations at the close
+    fit_start: int  # the step this fit began at; StepStats count from it
 
 
 # The clock of the Keras event being dispatched: (logs, seconds,
@@ -238,33 +285,53 @@ def _clock(callback, logs):
     return now, iterations
 
 
-class _IntervalCallback(keras.callbacks.Callback):
-    """Counts steps; closes an interval every `log_every_steps` steps."""
+def _check_step(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        value < minimum
+    ):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
 
-    def __init__(self, *, log_every_steps=_DEFAULT_LOG_EVERY_STEPS):
+
+class _IntervalCallback(keras.callbacks.Callback):
+    """Counts steps; closes an interval every `log_every_steps` steps.
+
+    State carries over from one `fit` to the next on the same instance.
+    """
+
+    def __init__(
+        self,
+        *,
+        log_every_steps=_DEFAULT_LOG_EVERY_STEPS,
+        initial_step=0,
+    ):
         super().__init__()
-        if isinstance(log_every_steps, bool) or not isinstance(
-            log_every_steps, (int, np.integer)
-        ) or log_every_steps < 1:
-            raise ValueError(
-                "`log_every_steps` must be a positive int. Received: "
-                f"log_every_steps={log_every_steps!r}"
-            )
-        self.log_every_steps = int(log_every_steps)
+        self.log_every_steps = _check_step("log_every_steps", log_every_steps, 1)
+        self.initial_step = _check_step("initial_step", initial_step, 0)
+        self._started = False
         self._training = False
         self._epoch = None
 
     # --- Keras hooks ---
 
     def on_train_begin(self, logs=None):
+        now, iterations = _clock(self, logs)
+        if not self._started:
+            self._started = True
+            self._first_fit_start = now
+            self._step = self.initial_step
+            self._first_step_seconds = None
+            self._timed_steps = 0
+            self._timed_seconds = 0.0
+            self._on_first_train_begin()
         self._training = True
-        self._fit_start, self._last_iterations = _clock(self, logs)
-        self._step = 0
+        self._fit_start = self._step
+        self._fit_start_time = now
+        self._fit_first_step_pending = True
+        self._last_iterations = iterations
         self._epoch = None
-        self._epoch_start_step = 0
-        self._first_step_seconds = None
-        self._timed_steps = 0
-        self._timed_seconds = 0.0
         self._wall_seconds = None
         self._validation_start = None
         self._on_train_begin()
@@ -281,7 +348,7 @@ class _IntervalCallback(keras.callbacks.Callback):
         self._epoch_timed_steps = 0
         self._epoch_timed_seconds = 0.0
         self._last_batch = None
-        self._open(self._step, now, timed=self._first_step_seconds is not None)
+        self._open(self._step, now, timed=not self._fit_first_step_pending)
         self._on_epoch_begin(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -289,15 +356,23 @@ class _IntervalCallback(keras.callbacks.Callback):
             return
         self._last_batch = batch
         self._step = self._epoch_start_step + batch
-        if self._first_step_seconds is None and self._step >= 1:
+        if self._fit_first_step_pending and self._step > self._fit_start:
             now, _ = _clock(self, logs)
-            self._first_step_seconds = now - self._epoch_start_time
+            self._end_first_step(now)
             self._timed_from = (self._step, now)
         if (
             self._step > self._interval_start
             and self._step % self.log_every_steps == 0
         ):
             self._close(logs)
+        steps = self._steps_per_epoch()
+        if steps and batch + self._steps_per_call() >= steps:
+            # The epoch's last step begins. After it, Keras reads the epoch
+            # metrics and sets up validation (a symbolic build, an iterator)
+            # before any callback runs again; ending the timed part here
+            # keeps that out of the rates, at the price of one untimed step
+            # per epoch.
+            self._timed_until = (self._step, _clock(self, logs)[0])
 
     def on_test_begin(self, logs=None):
         if not self._training or self._epoch is None:
@@ -324,13 +399,16 @@ class _IntervalCallback(keras.callbacks.Callback):
         if not self._training:
             return
         self._training = False
-        self._wall_seconds = _clock(self, logs)[0] - self._fit_start
+        self._wall_seconds = _clock(self, logs)[0] - self._first_fit_start
         self._on_train_end(logs or {})
 
     # --- Hooks for subclasses ---
 
+    def _on_first_train_begin(self):
+        """Once per instance: set up what accumulates over fits."""
+
     def _on_train_begin(self):
-        pass
+        """At the start of every fit."""
 
     def _on_epoch_begin(self, epoch):
         pass
@@ -349,6 +427,18 @@ class _IntervalCallback(keras.callbacks.Callback):
     def _open(self, step, when, timed):
         self._interval_start = step
         self._timed_from = (step, when) if timed else None
+        self._timed_until = None
+
+    def _end_first_step(self, now):
+        # A fit's first step pays for tracing (the first fit) or for the
+        # input pipeline's start-up; rates leave it out.
+        self._fit_first_step_pending = False
+        if self._first_step_seconds is None:
+            self._first_step_seconds = now - self._fit_start_time
+
+    def _steps_per_call(self):
+        per_call = getattr(self.model, "steps_per_execution", 1)
+        return per_call if isinstance(per_call, int) and per_call > 0 else 1
 
     def _sync(self):
         """Waits for the steps so far; returns optimizer.iterations."""
@@ -359,10 +449,8 @@ class _IntervalCallback(keras.callbacks.Callback):
 
     def _end_epoch_training(self, logs):
         if self._last_batch is not None:
-            per_call = getattr(self.model, "steps_per_execution", 1)
-            per_call = per_call if isinstance(per_call, int) else 1
-            done = self._last_batch + per_call
-            steps = self.params.get("steps") if self.params else None
+            done = self._last_batch + self._steps_per_call()
+            steps = self._steps_per_epoch()
             if steps:
                 done = min(done, steps)
             self._step = self._epoch_start_step + done
@@ -374,29 +462,36 @@ class _IntervalCallback(keras.callbacks.Callback):
     def _close(self, logs):
         now, iterations = _clock(self, logs)
         stop = self._step
-        if self._first_step_seconds is None:
-            # The first epoch had a single step: it was the compiling one.
-            self._first_step_seconds = now - self._epoch_start_time
-        if self._timed_from is None:
-            timed_start, seconds = stop, 0.0
-        else:
-            timed_start, seconds = self._timed_from[0], now - self._timed_from[1]
+        if self._fit_first_step_pending:
+            # The fit's first epoch had a single step.
+            self._end_first_step(now)
+        timed_start, timed_stop, seconds = stop, stop, 0.0
+        if self._timed_from is not None:
+            timed_start, started = self._timed_from
+            timed_stop, ended = self._timed_until or (stop, now)
+            if timed_stop > timed_start:
+                seconds = ended - started
+            else:
+                timed_start = timed_stop = stop
         interval = _Interval(
             epoch=self._epoch,
             start=self._interval_start,
             stop=stop,
             timed_start=timed_start,
+            timed_stop=timed_stop,
             seconds=seconds,
-            wall_seconds=now - self._fit_start,
+            wall_seconds=now - self._first_fit_start,
             iterations=iterations,
+            fit_start=self._fit_start,
         )
-        self._timed_steps += stop - timed_start
+        timed_steps = timed_stop - timed_start
+        self._timed_steps += timed_steps
         self._timed_seconds += seconds
-        self._epoch_timed_steps += stop - timed_start
+        self._epoch_timed_steps += timed_steps
         self._epoch_timed_seconds += seconds
         self._on_interval(interval)
         self._last_iterations = iterations
-        self._open(stop, now, timed=self._first_step_seconds is not None)
+        self._open(stop, now, timed=not self._fit_first_step_pending)
 
     def _steps_per_epoch(self):
         return (self.params or {}).get("steps")
@@ -429,7 +524,8 @@ class _Counts:
         self.tokens_per_step = tokens_per_step
 
     def window(self, start, stop):
-        """(examples or None, tokens or None, padded tokens or None)."""
+        """(examples, tokens, padded tokens) of steps [start, stop) of the
+        fit; None for what is unknown."""
         if self.stats is not None:
             return self.stats.window(start, stop)
         steps = stop - start
@@ -448,13 +544,11 @@ class _Counts:
 class _Monitor(_IntervalCallback):
     """A callback that measures; sinks read `latest` at the same close."""
 
-    def __init__(self, *, log_every_steps=_DEFAULT_LOG_EVERY_STEPS):
-        super().__init__(log_every_steps=log_every_steps)
-        self.records = []
-        self.epoch_records = []
-        self.latest = {}
-
-    def _on_train_begin(self):
+    def __init__(self, *, log_every_steps=_DEFAULT_LOG_EVERY_STEPS,
+                 initial_step=0):
+        super().__init__(
+            log_every_steps=log_every_steps, initial_step=initial_step
+        )
         self.records = []
         self.epoch_records = []
         self.latest = {}
@@ -479,6 +573,11 @@ class _Monitor(_IntervalCallback):
     def summary(self) -> dict:
         """Measurements over the whole `fit`, JSON-ready."""
         return {}
+
+
+def _window(counts, interval, start, stop):
+    # StepStats count the steps of the current fit.
+    return counts.window(start - interval.fit_start, stop - interval.fit_start)
 
 
 def _rate(amount, seconds):
@@ -525,13 +624,23 @@ class Throughput(_Monitor):
         step_stats: StepStats | None = None,
         examples_per_step: int | None = None,
         log_every_steps: int = _DEFAULT_LOG_EVERY_STEPS,
+        initial_step: int = 0,
     ):
-        super().__init__(log_every_steps=log_every_steps)
+        super().__init__(
+            log_every_steps=log_every_steps, initial_step=initial_step
+        )
         self._counts = _Counts(step_stats, examples_per_step, None)
 
-    def _on_train_begin(self):
-        super()._on_train_begin()
-        self._known = [c is not None for c in self._counts.window(0, 1)]
+    @property
+    def step_stats(self) -> StepStats | None:
+        """Per-step counts of the current fit; settable between fits."""
+        return self._counts.stats
+
+    @step_stats.setter
+    def step_stats(self, stats):
+        self._counts = _Counts(stats, self._counts.examples_per_step, None)
+
+    def _on_first_train_begin(self):
         # Rows: all steps, timed steps, timed steps of this epoch, all
         # steps of this epoch. Columns: examples, tokens, padded tokens.
         self._totals = np.zeros((4, 3), np.float64)
@@ -540,8 +649,10 @@ class Throughput(_Monitor):
         self._totals[2:] = 0
 
     def _measure(self, interval):
-        counts = self._counts.window(interval.start, interval.stop)
-        timed = self._counts.window(interval.timed_start, interval.stop)
+        counts = _window(self._counts, interval, interval.start, interval.stop)
+        timed = _window(
+            self._counts, interval, interval.timed_start, interval.timed_stop
+        )
         counts_or_zero = [c or 0 for c in counts]
         timed_or_zero = [c or 0 for c in timed]
         self._totals += [counts_or_zero, timed_or_zero, timed_or_zero,
@@ -553,7 +664,7 @@ class Throughput(_Monitor):
         }
         values.update(
             self._rates(
-                interval.stop - interval.timed_start, interval.seconds,
+                interval.timed_stop - interval.timed_start, interval.seconds,
                 timed, counts,
             )
         )
@@ -568,7 +679,8 @@ class Throughput(_Monitor):
         )
 
     def _known_only(self, totals):
-        return [t if k else None for t, k in zip(totals, self._known)]
+        known = [c is not None for c in self._counts.window(0, 1)]
+        return [t if k else None for t, k in zip(totals, known)]
 
     @staticmethod
     def _rates(steps, seconds, timed, counts):
@@ -590,8 +702,9 @@ class Throughput(_Monitor):
 
         Returns:
             dict with "examples_per_sec", "tokens_per_sec",
-            "padding_fraction", "steps_per_sec", "train_seconds" (timed
-            training seconds) and "first_step_seconds"; None where unknown.
+            "padding_fraction", "steps_per_sec", "train_seconds" and
+            "timed_steps" (the steps the rates cover, and their seconds)
+            and "first_step_seconds"; None where unknown.
         """
         if not hasattr(self, "_totals"):
             return {}
@@ -602,6 +715,7 @@ class Throughput(_Monitor):
             self._known_only(self._totals[0]),
         )
         rates["train_seconds"] = self._timed_seconds
+        rates["timed_steps"] = self._timed_steps
         rates["first_step_seconds"] = self._first_step_seconds
         return rates
 
@@ -620,7 +734,8 @@ class MFU(_Monitor):
             None leaves `mfu` unreported.
         step_stats: StepStats or None. Per-step real token counts.
         tokens_per_step: int or None. Tokens per step without `step_stats`
-            (fixed-shape batches; padding then counts as real).
+            (fixed-shape batches; padding then counts as real). With
+            neither, `mfu` stays None until `set_step_stats` gives counts.
         log_every_steps: int. Steps per interval.
 
     Examples:
@@ -642,18 +757,16 @@ class MFU(_Monitor):
         step_stats: StepStats | None = None,
         tokens_per_step: int | None = None,
         log_every_steps: int = _DEFAULT_LOG_EVERY_STEPS,
+        initial_step: int = 0,
     ):
-        super().__init__(log_every_steps=log_every_steps)
+        super().__init__(
+            log_every_steps=log_every_steps, initial_step=initial_step
+        )
         if not (isinstance(flops_per_token, (int, float)) and flops_per_token > 0):
             raise ValueError(
                 "`flops_per_token` must be a positive number. Received: "
                 f"flops_per_token={flops_per_token!r}. Use "
                 "painless_tf.flops.training_flops_per_token(model, lengths)."
-            )
-        if step_stats is None and tokens_per_step is None:
-            raise ValueError(
-                "MFU needs token counts: pass step_stats=step_stats(...) or "
-                "tokens_per_step=<batch size x sequence length>."
             )
         self.flops_per_token = float(flops_per_token)
         self.peak_flops = (
@@ -663,18 +776,35 @@ class MFU(_Monitor):
         )
         self._counts = _Counts(step_stats, None, tokens_per_step)
 
-    def _on_train_begin(self):
-        super()._on_train_begin()
+    @property
+    def step_stats(self) -> StepStats | None:
+        """Per-step real token counts of the current fit; settable."""
+        return self._counts.stats
+
+    @step_stats.setter
+    def step_stats(self, stats):
+        self._counts = _Counts(stats, None, self._counts.tokens_per_step)
+
+    def _on_first_train_begin(self):
         self._tokens = 0
         self._epoch_tokens = 0
+
+    def _on_train_begin(self):
+        if self._counts.window(0, 1)[1] is None:
+            logging.warning(
+                "MFU: no token counts for this fit; pass step_stats (see "
+                "set_step_stats) or tokens_per_step. MFU is not reported."
+            )
 
     def _on_epoch_begin(self, epoch):
         self._epoch_tokens = 0
 
     def _measure(self, interval):
-        tokens = self._counts.window(interval.timed_start, interval.stop)[1]
-        self._tokens += tokens
-        self._epoch_tokens += tokens
+        tokens = _window(
+            self._counts, interval, interval.timed_start, interval.timed_stop
+        )[1]
+        self._tokens += tokens or 0
+        self._epoch_tokens += tokens or 0
         return self._values(tokens, interval.seconds)
 
     def _measure_epoch(self):
@@ -766,8 +896,7 @@ class LossScaleMonitor(_Monitor):
     (8.0, 0)
     """
 
-    def _on_train_begin(self):
-        super()._on_train_begin()
+    def _on_first_train_begin(self):
         self._skipped = 0
         self._epoch_skipped = 0
 
@@ -814,8 +943,20 @@ class LossScaleMonitor(_Monitor):
 class _Sink(_IntervalCallback):
     """A callback that records the loss, metrics and its monitors' values."""
 
-    def __init__(self, *, monitors=(), log_every_steps=_DEFAULT_LOG_EVERY_STEPS):
-        super().__init__(log_every_steps=log_every_steps)
+    def __init__(
+        self,
+        *,
+        monitors=(),
+        log_every_steps=_DEFAULT_LOG_EVERY_STEPS,
+        initial_step=0,
+        total_epochs=None,
+    ):
+        super().__init__(
+            log_every_steps=log_every_steps, initial_step=initial_step
+        )
+        if total_epochs is not None:
+            total_epochs = _check_step("total_epochs", total_epochs, 1)
+        self.total_epochs = total_epochs
         self.monitors = tuple(monitors)
         for monitor in self.monitors:
             if not isinstance(monitor, _Monitor):
@@ -831,6 +972,16 @@ class _Sink(_IntervalCallback):
                     f"{self.log_every_steps}. Pass the same log_every_steps "
                     "to both."
                 )
+            if monitor.initial_step != self.initial_step:
+                raise ValueError(
+                    f"A monitor starts at step {monitor.initial_step} but "
+                    f"this {type(self).__name__} at {self.initial_step}. "
+                    "Pass the same initial_step to both."
+                )
+
+    def _epochs(self):
+        """Epochs of the whole run: `total_epochs`, else fit's `epochs`."""
+        return self.total_epochs or (self.params or {}).get("epochs")
 
     def _on_epoch_begin(self, epoch):
         # Keras reset the metrics just before this: the baseline is zero,
@@ -865,7 +1016,7 @@ class _Sink(_IntervalCallback):
         record = {
             "epoch": epoch,
             "step": self._step,
-            "wall_seconds": time.perf_counter() - self._fit_start,
+            "wall_seconds": time.perf_counter() - self._first_fit_start,
             "train_seconds": self._epoch_train_seconds,
             "validation_seconds": self._epoch_validation_seconds,
         }
@@ -984,10 +1135,15 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
         *,
         monitors=(),
         log_every_steps: int = _DEFAULT_LOG_EVERY_STEPS,
+        initial_step: int = 0,
+        total_epochs: int | None = None,
         stream=None,
         is_terminal: bool | None = None,
     ):
-        super().__init__(monitors=monitors, log_every_steps=log_every_steps)
+        super().__init__(
+            monitors=monitors, log_every_steps=log_every_steps,
+            initial_step=initial_step, total_epochs=total_epochs,
+        )
         self._stream = stream
         self._is_terminal = is_terminal
 
@@ -1005,11 +1161,11 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
 
     # --- Sink hooks ---
 
-    def _on_train_begin(self):
+    def _on_first_train_begin(self):
         self._last_values = {}
         self._last_draw = 0.0
         self._validation_seconds_seen = []
-        epochs = (self.params or {}).get("epochs")
+        epochs = self._epochs()
         steps = self._steps_per_epoch()
         accumulation = getattr(self.model, "accumulation_steps", None)
         parts = [
@@ -1034,7 +1190,7 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
     def _on_epoch_end(self, epoch, logs):
         self._validation_seconds_seen.append(self._epoch_validation_seconds)
         record = self._epoch_record(epoch, logs)
-        epochs = (self.params or {}).get("epochs")
+        epochs = self._epochs()
         head = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
         times = f"done in {_duration(record['train_seconds'])}"
         if record["validation_seconds"]:
@@ -1047,7 +1203,9 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
         self._write(f"{head} {times}: {body}")
 
     def _on_train_end(self, logs):
-        self._write(f"training: done in {_duration(self._wall_seconds)}")
+        epochs = self._epochs()
+        if self._epoch is None or not epochs or self._epoch + 1 >= epochs:
+            self._write(f"training: done in {_duration(self._wall_seconds)}")
 
     # --- Output ---
 
@@ -1074,7 +1232,7 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
         stream.flush()
 
     def _epoch_label(self):
-        epochs = (self.params or {}).get("epochs")
+        epochs = self._epochs()
         return f"epoch {self._epoch + 1}/{epochs}" if epochs else (
             f"epoch {self._epoch + 1}"
         )
@@ -1086,7 +1244,7 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
 
     def _eta(self):
         steps = self._steps_per_epoch()
-        epochs = (self.params or {}).get("epochs")
+        epochs = self._epochs()
         if not steps or not epochs or not self._timed_steps:
             return "?"
         remaining = (steps - (self._step - self._epoch_start_step)) + (
@@ -1120,6 +1278,12 @@ def _format_values(record, skip=_NOT_SCALARS):
     for key, value in record.items():
         if key in skip or value is None or isinstance(value, str):
             continue
+        if key == "skipped_updates" and not value:
+            continue
+        if key in _DISPLAY:
+            if _DISPLAY[key] is not None:
+                parts.append(_DISPLAY[key].format(_format_number(key, value)))
+            continue
         name = key
         for long, short in _SHORT_NAMES.items():
             if name == long or name == f"val_{long}":
@@ -1132,7 +1296,7 @@ def _format_number(key, value):
     if key in ("mfu", "padding_fraction"):
         return f"{100 * value:.1f}%"
     if key.endswith("_per_sec"):
-        return _si(value) + "/s"
+        return _si(value)
     if key == "learning_rate":
         return f"{value:.3g}"
     if key in ("loss_scale", "skipped_updates"):
@@ -1165,7 +1329,7 @@ class HistoryWriter(_Sink):
     every epoch end, at the end of `fit`, and every 30 s of intervals. Its
     content (`format` 1):
 
-        {"format": 1, "log_every_steps": int, "epochs": int,
+        {"format": 1, "log_every_steps": int, "epochs_planned": int,
          "steps_per_epoch": int | null, "accumulation_steps": int | null,
          "started": ISO time, "wall_seconds": float | null,
          "first_step_seconds": float | null, "metadata": {...},
@@ -1185,6 +1349,12 @@ class HistoryWriter(_Sink):
         monitors: sequence of monitors (listed before this callback in
             `fit`) whose values to record.
         log_every_steps: int. Steps per interval.
+        initial_step: int. The step this run starts at (a resumed run's
+            steps done so far).
+        total_epochs: int or None. Epochs of the whole run, when each `fit`
+            runs only some of them.
+        append: bool. Keep the records of an existing file up to
+            `initial_step` (resuming) instead of starting a new file.
         metadata: dict or None. JSON-ready values stored as "metadata".
 
     Examples:
@@ -1206,19 +1376,54 @@ class HistoryWriter(_Sink):
         *,
         monitors=(),
         log_every_steps: int = _DEFAULT_LOG_EVERY_STEPS,
+        initial_step: int = 0,
+        total_epochs: int | None = None,
+        append: bool = False,
         metadata: dict | None = None,
     ):
-        super().__init__(monitors=monitors, log_every_steps=log_every_steps)
+        super().__init__(
+            monitors=monitors, log_every_steps=log_every_steps,
+            initial_step=initial_step, total_epochs=total_epochs,
+        )
         self.path = os.fspath(path)
+        self.append = bool(append)
         self.metadata = dict(metadata or {})
 
-    def _on_train_begin(self):
-        self._train = []
-        self._epochs = []
-        self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        )
+    def _on_first_train_begin(self):
+        self._train, self._epoch_records = [], []
+        self._started_at = datetime.datetime.now(
+            datetime.timezone.utc
+        ).isoformat(timespec="seconds")
+        if self.append and tf.io.gfile.exists(self.path):
+            self._keep_earlier_records()
         self._last_write = time.perf_counter()
+
+    def _keep_earlier_records(self):
+        try:
+            with tf.io.gfile.GFile(self.path, "r") as f:
+                earlier = json.loads(f.read())
+        except (ValueError, OSError) as error:
+            logging.warning(
+                "history: cannot read %s (%s); starting a new history.",
+                self.path, error,
+            )
+            return
+        if not isinstance(earlier, dict) or earlier.get("format") != _HISTORY_FORMAT:
+            logging.warning(
+                "history: %s is not a format-%d history; starting a new one.",
+                self.path, _HISTORY_FORMAT,
+            )
+            return
+        # Records past the resumed step belong to work that is redone.
+        self._train = [
+            r for r in earlier.get("train", [])
+            if (r.get("step") or 0) <= self.initial_step
+        ]
+        self._epoch_records = [
+            r for r in earlier.get("epochs", [])
+            if (r.get("step") or 0) <= self.initial_step
+        ]
+        self._started_at = earlier.get("started", self._started_at)
 
     def _on_interval(self, interval):
         self._train.append(self._interval_record(interval))
@@ -1226,7 +1431,7 @@ class HistoryWriter(_Sink):
             self._write()
 
     def _on_epoch_end(self, epoch, logs):
-        self._epochs.append(self._epoch_record(epoch, logs))
+        self._epoch_records.append(self._epoch_record(epoch, logs))
         self._write()
 
     def _on_train_end(self, logs):
@@ -1238,40 +1443,32 @@ class HistoryWriter(_Sink):
             {
                 "format": _HISTORY_FORMAT,
                 "log_every_steps": self.log_every_steps,
-                "epochs_planned": (self.params or {}).get("epochs"),
+                "epochs_planned": self._epochs(),
                 "steps_per_epoch": self._steps_per_epoch(),
                 "accumulation_steps": getattr(
                     self.model, "accumulation_steps", None
                 ),
-                "started": self._started,
-                "wall_seconds": self._wall_seconds,
+                "started": self._started_at,
+                "initial_step": self.initial_step,
+                "wall_seconds": (
+                    self._wall_seconds if self._wall_seconds is not None
+                    else time.perf_counter() - self._first_fit_start
+                ),
                 "first_step_seconds": self._first_step_seconds,
                 "metadata": self.metadata,
                 "train": self._train,
-                "epochs": self._epochs,
+                "epochs": self._epoch_records,
                 "summary": summarize(self.monitors),
             }
         )
 
     def _write(self):
         self._last_write = time.perf_counter()
-        write_json_atomically(self.path, self.history())
+        _write_json_atomically(self.path, self.history())
 
 
-def write_json_atomically(path: str, value) -> None:
-    """Writes `value` as JSON to `path` so that readers never see half.
-
-    Args:
-        path: str. A local or `tf.io.gfile` path.
-        value: JSON-ready value.
-
-    Examples:
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "a.json")
-    >>> write_json_atomically(path, {"mfu": 0.31})
-    >>> json.load(open(path))
-    {'mfu': 0.31}
-    """
+def _write_json_atomically(path, value):
+    """Writes `value` as JSON to `path` so that readers never see half."""
     text = json.dumps(value, indent=1, sort_keys=False, allow_nan=False) + "\n"
     directory = os.path.dirname(path)
     if directory:
@@ -1332,8 +1529,12 @@ class TensorBoardLogger(_Sink):
         *,
         monitors=(),
         log_every_steps: int = _DEFAULT_LOG_EVERY_STEPS,
+        initial_step: int = 0,
     ):
-        super().__init__(monitors=monitors, log_every_steps=log_every_steps)
+        super().__init__(
+            monitors=monitors, log_every_steps=log_every_steps,
+            initial_step=initial_step,
+        )
         self.log_dir = os.fspath(log_dir)
         self._writers = {}
 
@@ -1375,9 +1576,9 @@ class TensorBoardLogger(_Sink):
             writer.flush()
 
     def _on_train_end(self, logs):
+        # Flushed, not closed: the next fit of a run writes on.
         for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+            writer.flush()
 
 
 def _scalar_metadata():
@@ -1425,6 +1626,34 @@ def summarize(callbacks) -> dict:
     return _json_ready(summary)
 
 
+def set_step_stats(callbacks, stats: StepStats) -> None:
+    """Gives the `Throughput` and `MFU` monitors the next fit's statistics.
+
+    For loops that call `fit` once per epoch or part of one (resuming,
+    skipping batches): before each `fit`, pass the statistics of exactly
+    the batches it will feed, in order.
+
+    Args:
+        callbacks: sequence of callbacks; the other ones are left alone.
+        stats: StepStats. One entry per step of the next `fit`.
+
+    Examples:
+    >>> throughput = Throughput(examples_per_step=4)
+    >>> set_step_stats([throughput], StepStats(examples=[3], tokens=[20],
+    ...                                        padded_tokens=[32]))
+    >>> throughput.step_stats.num_steps
+    1
+    """
+    if not isinstance(stats, StepStats):
+        raise ValueError(
+            "`stats` must be a StepStats (see step_stats()). Received: "
+            f"{type(stats).__name__}."
+        )
+    for callback in callbacks:
+        if isinstance(callback, (Throughput, MFU)):
+            callback.step_stats = stats
+
+
 def default_callbacks(
     *,
     model_dir: str,
@@ -1433,12 +1662,14 @@ def default_callbacks(
     flops_per_token: float | None = None,
     peak_flops: float | None = None,
     log_every_steps: int | None = None,
+    initial_step: int = 0,
+    resume: bool = False,
     verbose: bool = True,
 ) -> list:
     """The callbacks every painless_tf `fit` gets, in working order.
 
-    Monitors first (`Throughput`, `MFU` when token counts, FLOPs per token
-    and a peak are known, `LearningRateMonitor`, `LossScaleMonitor`), then
+    Monitors first (`Throughput`, `MFU` when FLOPs per token and a peak are
+    given, `LearningRateMonitor`, `LossScaleMonitor`), then
     the sinks that read them: `TensorBoardLogger` (`model_dir/tensorboard`),
     `HistoryWriter` (`model_dir/history.json`) and, when `verbose`,
     `ProgressLogger`. Pass `summarize(callbacks)` into `metrics.json` after
@@ -1451,11 +1682,15 @@ def default_callbacks(
             epoch (for `log_every_steps`).
         step_stats: StepStats or None. Per-step counts of the training
             batches (see `step_stats`); needed for tokens/s, padding and MFU.
+            A loop of fits passes None here and `set_step_stats` before
+            each fit.
         flops_per_token: float or None. From
             `flops.training_flops_per_token`.
         peak_flops: float or None. From `flops.peak_flops`.
         log_every_steps: int or None. Steps per interval; None picks about
             20 intervals per epoch from the plan (10 steps without one).
+        initial_step: int. Steps already done (resuming a run).
+        resume: bool. Keep history.json's records up to `initial_step`.
         verbose: bool. Include the `ProgressLogger`.
 
     Returns:
@@ -1463,9 +1698,14 @@ def default_callbacks(
 
     Examples:
     >>> import tempfile
-    >>> [type(c).__name__ for c in default_callbacks(
-    ...     model_dir=tempfile.mkdtemp(), verbose=False)]
-    ['Throughput', 'LearningRateMonitor', 'LossScaleMonitor', 'TensorBoardLogger', 'HistoryWriter']
+    >>> for c in default_callbacks(model_dir=tempfile.mkdtemp(),
+    ...                            verbose=False):
+    ...     print(type(c).__name__)
+    Throughput
+    LearningRateMonitor
+    LossScaleMonitor
+    TensorBoardLogger
+    HistoryWriter
     """
     if log_every_steps is None:
         log_every_steps = _DEFAULT_LOG_EVERY_STEPS
@@ -1474,21 +1714,22 @@ def default_callbacks(
     examples_per_step = (
         plan.global_batch_size if plan is not None and step_stats is None else None
     )
-    every = {"log_every_steps": log_every_steps}
+    every = {"log_every_steps": log_every_steps, "initial_step": initial_step}
+    total_epochs = plan.epochs if plan is not None else None
     monitors = [
         Throughput(
             step_stats=step_stats, examples_per_step=examples_per_step, **every
         )
     ]
-    if step_stats is not None and flops_per_token and peak_flops:
+    if flops_per_token and peak_flops:
         monitors.append(
             MFU(flops_per_token=flops_per_token, peak_flops=peak_flops,
                 step_stats=step_stats, **every)
         )
     elif flops_per_token or peak_flops:
         logging.info(
-            "callbacks: MFU needs step_stats, flops_per_token and peak_flops; "
-            "it is not measured this run."
+            "callbacks: MFU needs both flops_per_token and peak_flops; it is "
+            "not measured this run."
         )
     monitors += [LearningRateMonitor(**every), LossScaleMonitor(**every)]
     sinks = [
@@ -1496,9 +1737,12 @@ def default_callbacks(
             os.path.join(model_dir, "tensorboard"), monitors=monitors, **every
         ),
         HistoryWriter(
-            os.path.join(model_dir, "history.json"), monitors=monitors, **every
+            os.path.join(model_dir, "history.json"), monitors=monitors,
+            total_epochs=total_epochs, append=resume, **every
         ),
     ]
     if verbose:
-        sinks.append(ProgressLogger(monitors=monitors, **every))
+        sinks.append(
+            ProgressLogger(monitors=monitors, total_epochs=total_epochs, **every)
+        )
     return monitors + sinks

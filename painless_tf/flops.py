@@ -15,7 +15,9 @@ Peaks come from the vendors' data sheets for GPUs and TPUs (dense math, no
 structured sparsity) and from a short measured matmul on the CPU, where no
 data sheet says what a shared, frequency-scaled core reaches. The CPU figure
 is cached in `peak_flops.json` under `$PAINLESS_TF_CACHE` (else
-`~/.cache/painless_tf`), keyed by CPU model, usable cores and precision.
+`~/.cache/painless_tf`), keyed by CPU model, usable cores and precision;
+delete the file to measure again (e.g. after measuring on a busy machine,
+which lowers the peak and so raises MFU).
 """
 
 import datetime
@@ -238,7 +240,10 @@ def _head_shapes(model, backbone):
     task = task if task is not None and hasattr(task, "backbone") else model
     layers = [getattr(backbone, "pooled_dense", None)]
     if task is not backbone:
-        layers += [getattr(task, "pooled_dense", None), getattr(task, "output_dense", None)]
+        layers += [
+            getattr(task, "pooled_dense", None),
+            getattr(task, "output_dense", None),
+        ]
     shapes = []
     for layer in layers:
         kernel = getattr(layer, "kernel", None)
@@ -392,10 +397,12 @@ def _measured_peak(precision, key, device, kind, environ):
             "cached in %s",
             flops / 1e9, key, precision, size, size, path,
         )
+    where = ", ".join(key.split("|")[1:])
+    size = entry["matmul_size"]
     source = (
-        f"measured: best {entry['matmul_size']}x{entry['matmul_size']} "
-        f"{_MATMUL_DTYPE_NAMES[precision]} tf.linalg.matmul on {key.split('|', 1)[1]}"
-        f" = {entry['flops'] / 1e9:.1f} GFLOP/s ({entry['measured']})"
+        f"measured: best {size}x{size} {_MATMUL_DTYPE_NAMES[precision]} "
+        f"tf.linalg.matmul on {where} = {entry['flops'] / 1e9:.1f} GFLOP/s "
+        f"({entry['measured']}, cached in {path})"
     )
     return float(entry["flops"]), source
 

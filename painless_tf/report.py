@@ -20,6 +20,7 @@ headless Chromium: `bench/screenshot_report.sh <model_dir>/report.html out.png`.
 """
 
 import base64
+import dataclasses
 import datetime
 import html
 import io
@@ -30,6 +31,8 @@ import os
 import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
+
+from painless_tf.plan import Plan
 
 # Metrics shown first, in this order; the rest of metrics.json follows.
 _LEADING_METRICS = (
@@ -178,10 +181,17 @@ def _plan_section(plan):
     if plan is None:
         return _section("plan", "Plan", _note("No plan.json."))
     reasons = plan.get("reasons") or {}
+    # The Plan's own field order reads as a person decides; plan.json is
+    # sorted by name.
+    order = [f.name for f in dataclasses.fields(Plan)]
+    names = [n for n in order if n in plan] + sorted(
+        n for n in plan if n not in order
+    )
     rows = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(_plain(value))}</td>"
+        f"<tr><th>{html.escape(name)}</th>"
+        f"<td>{html.escape(_plain(plan[name]))}</td>"
         f"<td>{html.escape(str(reasons.get(name, '')))}</td></tr>"
-        for name, value in plan.items()
+        for name in names
         if name != "reasons"
     )
     body = (
@@ -463,7 +473,10 @@ def _confusion_plot(evaluation):
                           color="white" if shares[i, j] > 0.6 else "black")
     axes.set_xticks(range(k))
     axes.set_yticks(range(k))
-    axes.set_xticklabels(labels, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    if k > 4:
+        axes.set_xticklabels(labels, rotation=45, ha="right")
+    else:
+        axes.set_xticklabels(labels)
     axes.set_yticklabels(labels)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
@@ -538,16 +551,19 @@ def _is_number(value):
 
 
 def _format_metric(key, value):
+    if value is None:
+        return "n/a"
     if not _is_number(value):
         return html.escape(_plain(value))
     if key in _PERCENT_KEYS:
         return _percent(value)
+    if key == "peak_flops" or key.endswith("flops_per_sec"):
+        number, prefix = _si(value)
+        return f"{number} {prefix}FLOP/s"
     if key.endswith("_per_sec"):
-        return f"{_si(value)}/s"
+        return "".join(_si(value)) + "/s"
     if key.endswith("seconds"):
         return f"{_duration(value)} ({value:.1f} s)"
-    if key == "peak_flops" or key.endswith("flops_per_sec"):
-        return f"{_si(value)}FLOP/s"
     if isinstance(value, int):
         return f"{value}"
     return f"{value:.4g}"
@@ -558,11 +574,12 @@ def _percent(value):
 
 
 def _si(value):
-    for factor, suffix in ((1e15, " P"), (1e12, " T"), (1e9, " G"),
-                           (1e6, " M"), (1e3, " k")):
+    """(number, SI prefix), e.g. ("3.28", "M") for 3.28e6."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
+                           (1e3, "k")):
         if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g} "
+            return f"{value / factor:.3g}", prefix
+    return f"{value:.3g}", ""
 
 
 def _duration(seconds):

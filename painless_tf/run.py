@@ -20,17 +20,21 @@ import tensorflow as tf
 from absl import logging
 
 from painless_tf import assets
+from painless_tf import callbacks as callbacks_lib
 from painless_tf import checkpointing
 from painless_tf import data
 from painless_tf import distribution
 from painless_tf import engine
+from painless_tf import evaluation as evaluation_lib
 from painless_tf import faults
+from painless_tf import flops
 from painless_tf import hardware
 from painless_tf import models
 from painless_tf import optimization
 from painless_tf import pipeline
 from painless_tf import plan as plan_lib
 from painless_tf import precision
+from painless_tf import report
 
 AUTO = plan_lib.AUTO
 
@@ -371,7 +375,8 @@ def data_fingerprint(tokenized):
 
 def _remove_run(model_dir):
     for name in ("checkpoints", "model", "plan.json", "labels.json",
-                 "metrics.json", "history.json", "report.html",
+                 "metrics.json", "evaluation.json", "history.json",
+                 "report.html",
                  "tensorboard", "export"):
         path = os.path.join(model_dir, name)
         if os.path.isdir(path):
@@ -494,6 +499,17 @@ def fit_and_save(
     else:
         print(f"resumed from {position.describe()}", flush=True)
 
+    lengths = prepared.tokenized["train"].lengths
+    initial_step = position.epoch * plan.steps_per_epoch + position.batch
+    monitoring = callbacks_lib.default_callbacks(
+        model_dir=model_dir,
+        plan=plan,
+        flops_per_token=flops.training_flops_per_token(trainer, lengths),
+        peak_flops=flops.peak_flops(prepared.environment, plan.precision),
+        initial_step=initial_step,
+        resume=initial_step > 0,
+        verbose=chief,
+    ) if chief else []
     nan_guard = checkpointing.NanGuard(
         float16=plan.precision == "mixed_float16"
     )
@@ -516,6 +532,15 @@ def fit_and_save(
                 prepared, strategy, epoch, position.batch, skipped
             )
             saver.start_segment(position, epoch, batches)
+            epoch_plan = pipeline.plan_batches(
+                lengths, global_batch_size=plan.global_batch_size,
+                buckets=plan.bucket_boundaries, training=True,
+                seed=plan.seed, epoch=epoch,
+            )
+            callbacks_lib.set_step_stats(
+                monitoring,
+                callbacks_lib.step_stats(epoch_plan, lengths, batches=batches),
+            )
             start = time.perf_counter()
             result = trainer.fit(
                 dataset,
@@ -523,8 +548,8 @@ def fit_and_save(
                 initial_epoch=epoch,
                 epochs=epoch + 1,
                 steps_per_epoch=len(batches),
-                callbacks=[nan_guard, saver, *callbacks],
-                verbose=verbose,
+                callbacks=[nan_guard, saver, *monitoring, *callbacks],
+                verbose=0 if monitoring else verbose,
             )
             fit_seconds += time.perf_counter() - start
             if nan_guard.tripped:
@@ -542,7 +567,7 @@ def fit_and_save(
             position = saver.position
 
     return _finish(prepared, trainer, evaluation, history, fit_seconds,
-                   clock, chief=chief)
+                   clock, chief=chief, monitoring=monitoring)
 
 
 def _roll_back(manager, position, bad, schedule, checkpoints):
@@ -575,7 +600,7 @@ def _roll_back(manager, position, bad, schedule, checkpoints):
 
 
 def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
-            chief=True):
+            chief=True, monitoring=()):
     config, plan = prepared.config, prepared.plan
     metrics = {
         "text_columns": list(config.text_columns),
@@ -601,11 +626,21 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     metrics["test_accuracy"] = accuracy(
         probabilities, prepared.splits.test.labels
     )
+    metrics.update(callbacks_lib.summarize(monitoring))
+    metrics["peak_flops_source"] = flops.peak_flops_source(
+        prepared.environment, plan.precision
+    )
     metrics["wall_seconds"] = clock.seconds()
     if chief:
+        result = evaluation_lib.classification_report(
+            prepared.splits.test.labels, probabilities.argmax(-1),
+            prepared.splits.vocab.names,
+        )
+        write_json(os.path.join(config.model_dir, "evaluation.json"), result)
         models.save_classifier(
             trainer.model, os.path.join(config.model_dir, "model")
         )
         metrics["wall_seconds"] = clock.seconds()
         write_json(os.path.join(config.model_dir, "metrics.json"), metrics)
+        report.write_report(config.model_dir, evaluation=result)
     return metrics

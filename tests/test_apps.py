@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory):
         train_data=train,
         model_dir=model_dir,
         epochs="3",
-        learning_rate="0.01",
+        learning_rate="0.05",
         global_batch_size="16",
         micro_batch_size="8",
     ):
@@ -40,7 +40,8 @@ def tiny_run(tmp_path_factory):
 def test_finetune_writes_a_complete_model_dir(tiny_run):
     _, model_dir = tiny_run
     assert sorted(os.listdir(model_dir)) == [
-        "checkpoints", "labels.json", "metrics.json", "model", "plan.json",
+        "checkpoints", "evaluation.json", "history.json", "labels.json",
+        "metrics.json", "model", "plan.json", "report.html", "tensorboard",
     ]
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
@@ -59,7 +60,7 @@ def test_plan_json_records_the_settings_used(tiny_run):
     plan = plan_lib.Plan.from_json(os.path.join(model_dir, "plan.json"))
     assert plan.global_batch_size == 16
     assert plan.micro_batch_size == 8 and plan.accumulation_steps == 2
-    assert plan.learning_rate == 0.01
+    assert plan.learning_rate == 0.05
     assert plan.max_sequence_length == 16  # the tiny model's limit
     assert plan.strategy == "default" and plan.num_replicas == 1
     assert plan.total_updates == plan.steps_per_epoch * 3

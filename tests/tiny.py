@@ -87,12 +87,16 @@ NEGATIVE = "bad awful dull hate worst boring loud".split()
 FILLER = "the a movie film plot acting story".split()
 
 
-def write_preset(folder, *, num_classes=2, seq=16, dropout=0.0):
-    """A tiny keras-hub BERT classifier preset folder with its tokenizer."""
+def write_preset(folder, *, num_classes=2, seq=16, dropout=0.0, seed=0):
+    """A tiny keras-hub BERT classifier preset folder with its tokenizer.
+
+    Deterministic for a seed, whatever ran before in the process.
+    """
     import keras_hub
 
     from painless_tf import models
 
+    keras.utils.set_random_seed(seed)
     classifier = tiny_classifier(num_classes, seq=seq, dropout=dropout)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
         tokenizer=tiny_tokenizer(), sequence_length=seq
