@@ -4,6 +4,7 @@ One public entry per concern; see the README's "How it works" for the order
 in which a batch meets them.
 """
 
+from painless_tf.callbacks import default_callbacks
 from painless_tf.checkpointing import CheckpointManager
 from painless_tf.data import DataError
 from painless_tf.data import LabelVocab
@@ -11,6 +12,11 @@ from painless_tf.data import load_splits
 from painless_tf.data import read_table
 from painless_tf.distribution import make_strategy
 from painless_tf.engine import Trainer
+from painless_tf.evaluation import classification_report
+from painless_tf.export import export_model
+from painless_tf.export import load_predictor
+from painless_tf.flops import peak_flops
+from painless_tf.flops import training_flops_per_token
 from painless_tf.hardware import detect_environment
 from painless_tf.models import load_classifier
 from painless_tf.models import load_tokenizer
@@ -22,6 +28,7 @@ from painless_tf.pipeline import tokenize
 from painless_tf.plan import Plan
 from painless_tf.plan import make_plan
 from painless_tf.precision import set_policy
+from painless_tf.report import write_report
 
 __all__ = [
     "CheckpointManager",
@@ -29,6 +36,13 @@ __all__ = [
     "LabelVocab",
     "Plan",
     "Trainer",
+    "classification_report",
+    "default_callbacks",
+    "export_model",
+    "load_predictor",
+    "peak_flops",
+    "training_flops_per_token",
+    "write_report",
     "WarmupLinearDecay",
     "detect_environment",
     "load_classifier",

@@ -108,3 +108,46 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert len(err) == 1 and err[0].startswith("error: ")
     assert "bad.csv" in err[0] and expected in err[0], err
     assert not model_dir.exists()
+
+
+def _app(module, *args):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=root,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_predict_app_on_the_finetune_output(tiny_run):
+    root, model_dir = tiny_run
+    texts = root / "texts.txt"
+    texts.write_text("good great fun\nbad awful dull\n\nthe best movie\n")
+    result = _app("apps.predict", f"--model_dir={model_dir}",
+                  f"--input={texts}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == [
+        "good great fun", "bad awful dull", "the best movie"]
+    assert [r["label"] for r in rows] == ["pos", "neg", "pos"]
+    for row in rows:
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
+
+
+def test_evaluate_app_on_the_finetune_output(tiny_run):
+    root, model_dir = tiny_run
+    held_out = tiny.write_csv(root / "held_out.csv",
+                              tiny.sentiment_rows(50, seed=9))
+    result = _app("apps.evaluate", f"--model_dir={model_dir}",
+                  f"--data={held_out}", f"--report={root / 'eval.html'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        evaluation = json.load(f)
+    assert evaluation["num_examples"] == 50
+    assert evaluation["accuracy"] >= 0.9
+    assert sum(map(sum, evaluation["confusion_matrix"])) == 50
+    assert "precision" in result.stdout and "confusion matrix" in result.stdout
+    assert (root / "eval.html").exists()
