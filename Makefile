@@ -27,5 +27,14 @@ test: venv
 bench: venv
 	$(PY) -m bench.run --suite=quick
 
+# Offline Bazel build (third_party/bazel/README.md): Debian's Bazel 4.2 and rules_java.
+BAZEL_DEBS := bazel-bootstrap bazel-rules-java
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+bazel-test: venv
+	@command -v bazel >/dev/null && test -d /usr/share/bazel/rules/java || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y $(BAZEL_DEBS); }
+	PAINLESS_TF_PYTHON=$(abspath $(PY)) bazel test //...
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

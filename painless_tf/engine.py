@@ -112,8 +112,12 @@ class Trainer(keras.Model):
                 `jit_compile` (use `xla=` on the `Trainer`) and
                 `steps_per_execution` (a step is one update).
         """
-        for name in ("jit_compile", "steps_per_execution"):
-            if kwargs.pop(name, None) not in (None, False, 1):
+        for name, harmless in (("jit_compile", (None, False, "auto")),
+                               ("steps_per_execution", (None, 1))):
+            value = kwargs.pop(name, None)
+            # `True == 1` in Python: compare identities for booleans.
+            if not any(value is h or (type(value) is type(h) and value == h)
+                       for h in harmless):
                 raise ValueError(
                     f"`{name}` is not supported by painless_tf.Trainer: "
                     "the whole-model compile breaks under tf.distribute. "
