@@ -101,6 +101,8 @@ def run_signature(config, plan, data_fingerprint):
         "seed": plan.seed,
         "max_sequence_length": plan.max_sequence_length,
         "optimizer": plan.optimizer,
+        "momentum": plan.momentum,
+        "nesterov": plan.nesterov,
         "learning_rate": plan.learning_rate,
     }
 

@@ -14,6 +14,7 @@ from absl import logging
 from painless_tf import checkpointing
 from painless_tf import data
 from painless_tf import models
+from painless_tf import optimization
 from painless_tf import plan as plan_lib
 from painless_tf import run
 
@@ -85,10 +86,15 @@ def define_plan_flags():
     flags.DEFINE_string(
         "tpu", None, "TPU name or address; 'local' on a TPU VM.")
     flags.DEFINE_enum(
-        "optimizer", "adamw",
-        ["adamw", "adam", "sgd", "rmsprop", "adagrad", "adafactor", "lamb"],
-        "Optimizer (learning-rate schedule, weight decay and clipping "
-        "apply to all).")
+        "optimizer", "adamw", list(optimization.OPTIMIZERS),
+        "Optimizer; each gets the warmup/decay schedule, weight-decay "
+        "exclusions and global clip norm, with its own default peak learning "
+        "rate and weight decay (see plan.json).")
+    flags.DEFINE_string(
+        "momentum", AUTO,
+        "Momentum of --optimizer=sgd (auto: 0.9) or rmsprop (auto: 0).")
+    flags.DEFINE_bool(
+        "nesterov", False, "Nesterov momentum (--optimizer=sgd only).")
 
     @flags.multi_flags_validator(
         ["tfds", "train_data"],
@@ -138,6 +144,10 @@ def checkpoint_options():
     )
 
 
+def _number_or_auto(text, cast):
+    return text if text == AUTO else cast(text)
+
+
 def run_config(**overrides):
     """A `run.RunConfig` from the parsed flags."""
     values = dict(
@@ -164,6 +174,8 @@ def run_config(**overrides):
         micro_batch_size=FLAGS.micro_batch_size,
         tpu=FLAGS.tpu,
         optimizer=FLAGS.optimizer,
+        momentum=_number_or_auto(FLAGS.momentum, float),
+        nesterov=FLAGS.nesterov,
     )
     values.update(overrides)
     return run.RunConfig(**values)

@@ -45,6 +45,8 @@ import tensorflow as tf
 from absl import logging
 
 from painless_tf.hardware import Environment
+from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
+from painless_tf.optimization import OPTIMIZERS
 
 AUTO = "auto"
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
@@ -56,11 +58,10 @@ DEFAULT_GLOBAL_BATCH_SIZE = 32
 DEFAULT_MAX_SEQUENCE_LENGTH = 128
 # TPU cores of a v2-8 / v3-8, the TPU Colab and most tutorials hand out.
 DEFAULT_TPU_CORES = 8
-# Peak learning rate at the recipe's batch of 32, and the clamp of the
-# square-root-scaled rate (1/s).
-_BASE_LEARNING_RATE = 3e-5
-_MIN_LEARNING_RATE = 1e-5
-_MAX_LEARNING_RATE = 1e-4
+# Examples per update from which LAMB is suggested: You et al. 2019 report
+# AdamW failing to reach BERT's accuracy beyond ~16k examples per update,
+# while LAMB reaches it at 32k-64k; 8k warns before that edge.
+LAMB_SUGGESTION_BATCH = 8192
 # Share of the available memory an estimate may plan to use: estimates miss
 # the runtime's own buffers and fragmentation.
 _MEMORY_SAFETY = 0.5
@@ -85,6 +86,8 @@ _DECISIONS = (
     "max_sequence_length",
     "bucket_boundaries",
     "optimizer",
+    "momentum",
+    "nesterov",
     "learning_rate",
     "schedule",
     "warmup_steps",
@@ -204,15 +207,18 @@ class Plan:
         micro_batch_size: int. Examples per replica per forward/backward pass.
         accumulation_steps: int. Micro-batches accumulated per update.
         global_batch_size: int. Examples per update, all replicas together.
-        optimizer: str. "adamw".
+        optimizer: str. One of `optimization.OPTIMIZERS`.
+        momentum: float. SGD / RMSprop momentum; 0 for the others.
+        nesterov: bool. Nesterov momentum (SGD only).
         learning_rate: float. Peak learning rate, reached after warm-up.
         schedule: str. "linear": linear warm-up, then linear decay to 0.
         warmup_steps: int. Updates of linear warm-up.
         total_updates: int. Updates in the whole run.
         steps_per_epoch: int. Updates per epoch.
         epochs: int. Passes over the training data.
-        weight_decay: float. Decoupled weight decay (AdamW); the optimizer
-            exempts LayerNorm, biases and embedding norms.
+        weight_decay: float. Decoupled weight decay (per unit of learning
+            rate); the optimizer exempts LayerNorm, biases and embedding
+            norms.
         clip_norm: float. Global gradient-norm clipping threshold.
         max_sequence_length: int. Tokens per sequence, at most.
         bucket_boundaries: tuple[int, ...]. Sequence-length bucket upper
@@ -239,6 +245,8 @@ class Plan:
     accumulation_steps: int
     global_batch_size: int
     optimizer: str
+    momentum: float
+    nesterov: bool
     learning_rate: float
     schedule: str
     warmup_steps: int
@@ -259,7 +267,9 @@ class Plan:
         object.__setattr__(self, "reasons", types.MappingProxyType(dict(self.reasons)))
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("optimizer", self.optimizer, ("adamw",))
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_momentum(self.optimizer, self.momentum, self.nesterov,
+                        lambda name, value: f"{name}={value!r}")
         _check_choice("schedule", self.schedule, ("linear",))
         for name in (
             "num_replicas",
@@ -421,11 +431,18 @@ class Plan:
         >>> plan.table().splitlines()[0].split()[:2]
         ['strategy', 'default']
         """
-        width = max(len(name) for name in _DECISIONS)
-        values = [_format_value(getattr(self, name)) for name in _DECISIONS]
+        # Momentum lines only where the optimizer has momentum.
+        names = [
+            name
+            for name in _DECISIONS
+            if (name != "momentum" or self.optimizer in _MOMENTUM_OPTIMIZERS)
+            and (name != "nesterov" or self.optimizer == "sgd")
+        ]
+        width = max(len(name) for name in names)
+        values = [_format_value(getattr(self, name)) for name in names]
         value_width = max(len(value) for value in values)
         lines = []
-        for name, value in zip(_DECISIONS, values):
+        for name, value in zip(names, values):
             reason = self.reasons.get(name, "")
             lines.append(f"{name:<{width}}  {value:<{value_width}}  {reason}".rstrip())
         return "\n".join(lines)
@@ -447,8 +464,11 @@ def make_plan(
     model_params: int | None = None,
     model_dims: ModelDims | Sequence[int] | None = None,
     warmup_fraction: float = 0.1,
-    weight_decay: float = 0.01,
+    weight_decay: float | str = AUTO,
     clip_norm: float = 1.0,
+    optimizer: str = "adamw",
+    momentum: float | str = AUTO,
+    nesterov: bool = False,
     seed: int = 0,
     precision_probe: PrecisionProbe | None = None,
     steps_per_epoch: int | None = None,
@@ -470,8 +490,10 @@ def make_plan(
         epochs: int. Passes over the training data.
         global_batch_size: int | "auto". Examples per update; "auto" is 32
             (rounded up to a multiple of the replicas). Never changed.
-        learning_rate: float | "auto". Peak rate; "auto" is
-            3e-5 x sqrt(global_batch_size / 32) within [1e-5, 1e-4].
+        learning_rate: float | "auto". Peak rate; "auto" scales the
+            optimizer's rate at a batch of 32 with the global batch
+            (`optimization.DEFAULTS`); for AdamW, 3e-5 x
+            sqrt(global_batch_size / 32) within [1e-5, 1e-4].
         precision: str. "auto" or one of `PRECISIONS`.
         xla: bool | "auto". Compile the train step with XLA.
         micro_batch_size: int | "auto". Examples per replica per pass; must
@@ -485,8 +507,13 @@ def make_plan(
         model_dims: ModelDims | None. (hidden, layers, intermediate, heads),
             for the activation-memory estimate.
         warmup_fraction: float. Share of the updates spent warming up.
-        weight_decay: float. AdamW decoupled weight decay.
+        weight_decay: float | "auto". Decoupled weight decay; "auto" is
+            the optimizer's default (0.01 for AdamW).
         clip_norm: float. Global gradient-norm clipping threshold.
+        optimizer: str. "auto" (AdamW) or one of `optimization.OPTIMIZERS`.
+            From a global batch of 8192 on, AdamW's reason suggests LAMB.
+        momentum: float | "auto". For sgd (auto: 0.9) and rmsprop (auto: 0).
+        nesterov: bool. Nesterov momentum, for sgd only.
         seed: int. Random seed.
         precision_probe: PrecisionProbe | None. Measures policies on CPU.
         steps_per_epoch: int | None. Updates per epoch; None derives it.
@@ -592,13 +619,16 @@ def make_plan(
         f"{per_replica} per replica / micro-batch {micro_batch_size}"
     )
 
+    optimizer, reasons["optimizer"] = _decide_optimizer(
+        optimizer, global_batch_size
+    )
+    momentum, nesterov, reasons["momentum"], reasons["nesterov"] = (
+        _decide_momentum(optimizer, momentum, nesterov)
+    )
     if learning_rate == AUTO:
-        scaled = _BASE_LEARNING_RATE * math.sqrt(global_batch_size / 32)
-        learning_rate = min(max(scaled, _MIN_LEARNING_RATE), _MAX_LEARNING_RATE)
-        clamped = " (clamped)" if learning_rate != scaled else ""
-        reasons["learning_rate"] = (
-            f"3e-5 x sqrt({global_batch_size}/32){clamped}: square-root scaling "
-            "of the BERT recipe, kept in [1e-5, 1e-4]"
+        learning_rate, reasons["learning_rate"] = _default_learning_rate(
+            optimizer, global_batch_size,
+            hidden_dim=ModelDims(*model_dims).hidden_dim if model_dims else None,
         )
     else:
         learning_rate = _positive_float(learning_rate, "learning_rate", "3e-5")
@@ -626,16 +656,9 @@ def make_plan(
         )
     warmup_steps = math.ceil(warmup_fraction * total_updates)
     reasons["warmup_steps"] = f"ceil({warmup_fraction:g} x {total_updates} updates)"
-    reasons["optimizer"] = "AdamW, the BERT fine-tuning recipe"
     reasons["schedule"] = "linear warm-up to the peak, then linear decay to 0"
-    if weight_decay < 0:
-        raise PlanError(
-            f"--weight_decay={weight_decay!r} must be >= 0. Pass --weight_decay=0.01."
-        )
-    reasons["weight_decay"] = (
-        "BERT recipe; LayerNorm, biases and embedding norms are exempt"
-        if weight_decay == 0.01
-        else "set by user"
+    weight_decay, reasons["weight_decay"] = _decide_weight_decay(
+        optimizer, weight_decay
     )
     if not clip_norm > 0:
         raise PlanError(f"--clip_norm={clip_norm!r} must be > 0. Pass --clip_norm=1.0.")
@@ -653,7 +676,9 @@ def make_plan(
         micro_batch_size=micro_batch_size,
         accumulation_steps=accumulation_steps,
         global_batch_size=global_batch_size,
-        optimizer="adamw",
+        optimizer=optimizer,
+        momentum=momentum,
+        nesterov=nesterov,
         learning_rate=learning_rate,
         schedule="linear",
         warmup_steps=warmup_steps,
@@ -670,6 +695,150 @@ def make_plan(
 
 
 # === Decisions ===
+
+# Optimizers that take `momentum`.
+_MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def _decide_optimizer(optimizer, global_batch_size):
+    if optimizer not in (AUTO, "adamw"):
+        _check_flag_choice("optimizer", optimizer, OPTIMIZERS)
+        return optimizer, "set by user"
+    reason = "AdamW, the BERT fine-tuning recipe"
+    if global_batch_size >= LAMB_SUGGESTION_BATCH:
+        # A suggestion only: switching silently would change a run that
+        # the user has tuned.
+        reason += (
+            f"; global batch {global_batch_size} >= {LAMB_SUGGESTION_BATCH}: "
+            "consider --optimizer=lamb (You et al. 2019)"
+        )
+        logging.warning(
+            "Global batch %d >= %d with AdamW: consider --optimizer=lamb "
+            "(You et al. 2019 keep BERT's accuracy up to 32k-64k with it).",
+            global_batch_size, LAMB_SUGGESTION_BATCH,
+        )
+    return "adamw", reason
+
+
+def _decide_momentum(optimizer, momentum, nesterov):
+    """Returns (momentum, nesterov, momentum reason, nesterov reason)."""
+    if isinstance(nesterov, str) and nesterov.lower() in ("true", "false"):
+        nesterov = nesterov.lower() == "true"
+    if momentum == AUTO:
+        value = OPTIMIZER_DEFAULTS[optimizer].momentum
+        if optimizer == "sgd":
+            reason = "heavy-ball momentum 0.9, the usual SGD setting"
+        elif optimizer == "rmsprop":
+            reason = "Keras' RMSprop default: no momentum"
+        else:
+            reason = f"not used by {optimizer}"
+    else:
+        value = _parse_float(momentum) if isinstance(momentum, str) else momentum
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlanError(
+                f"--momentum={momentum!r} must be a number in [0, 1) or "
+                "'auto'. Pass e.g. --momentum=0.9."
+            )
+        value, reason = float(value), "set by user"
+    _check_momentum(optimizer, value, nesterov,
+                    lambda name, v: f"--{name}={_format_flag(v)}")
+    if optimizer == "sgd":
+        why_nesterov = "set by user" if nesterov else "plain heavy-ball momentum"
+    else:
+        why_nesterov = f"not used by {optimizer}"
+    return value, nesterov, reason, why_nesterov
+
+
+def _check_momentum(optimizer, momentum, nesterov, show):
+    """Raises PlanError for a momentum setting `optimizer` cannot use.
+
+    `show(name, value)` writes a setting as the message should name it
+    (a flag in `make_plan`, a field in `Plan`).
+    """
+    if not (isinstance(momentum, float) and 0 <= momentum < 1):
+        raise PlanError(
+            f"{show('momentum', momentum)} must be a number in [0, 1). "
+            "Pass e.g. --momentum=0.9."
+        )
+    if momentum and optimizer not in _MOMENTUM_OPTIMIZERS:
+        raise PlanError(
+            f"{show('momentum', momentum)} is used only by --optimizer=sgd "
+            f"or rmsprop, not {optimizer}. Drop --momentum or pass "
+            "--optimizer=sgd."
+        )
+    if not isinstance(nesterov, bool):
+        raise PlanError(
+            f"{show('nesterov', nesterov)} must be true or false. Pass "
+            "--nesterov or --nonesterov."
+        )
+    if nesterov and (optimizer != "sgd" or not momentum):
+        raise PlanError(
+            f"{show('nesterov', nesterov)} needs --optimizer=sgd with "
+            f"--momentum > 0 (got --optimizer={optimizer}, --momentum="
+            f"{momentum:g}). Drop --nesterov or pass --optimizer=sgd."
+        )
+
+
+# Width of BERT-base, for which the per-optimizer rates were tuned.
+_REFERENCE_HIDDEN_DIM = 768
+# Optimizers that normalize each entry of the update (Adam-like): their good
+# rate shrinks as the model widens (muP: Yang et al. 2022, Adam rate ~ 1/width).
+_WIDTH_SCALED = ("adamw", "adam", "lamb", "rmsprop")
+
+
+def _default_learning_rate(optimizer, global_batch_size, *, hidden_dim=None):
+    """The optimizer's peak rate at a batch of 32, scaled to this batch and,
+    for Adam-like optimizers, to the model's width."""
+    defaults = OPTIMIZER_DEFAULTS[optimizer]
+    width = 1.0
+    if hidden_dim and optimizer in _WIDTH_SCALED:
+        width = _REFERENCE_HIDDEN_DIM / hidden_dim
+    scaled = defaults.learning_rate * width * (
+        global_batch_size / 32
+    ) ** defaults.batch_power
+    rate = min(max(scaled, defaults.min_learning_rate),
+               defaults.max_learning_rate)
+    bounds = (
+        f"[{_short(defaults.min_learning_rate)}, "
+        f"{_short(defaults.max_learning_rate)}]"
+    )
+    bounds = f" clamped to {bounds}" if rate != scaled else f" within {bounds}"
+    if defaults.batch_power == 0.5:
+        formula, scaling = f"sqrt({global_batch_size}/32)", "square-root"
+    else:
+        formula, scaling = f"{global_batch_size}/32", "linear"
+    if width != 1.0:
+        formula += f" x {_REFERENCE_HIDDEN_DIM}/{hidden_dim}"
+        scaling += " batch and 1/width (muP)"
+    return rate, (
+        f"{_short(defaults.learning_rate)} x {formula}{bounds}: {scaling} "
+        f"scaling; {defaults.learning_rate_source}"
+    )
+
+
+def _decide_weight_decay(optimizer, weight_decay):
+    exempt = "; LayerNorm, biases and embedding norms are exempt"
+    if weight_decay == AUTO:
+        defaults = OPTIMIZER_DEFAULTS[optimizer]
+        value, reason = defaults.weight_decay, defaults.weight_decay_source
+    else:
+        value = (
+            _parse_float(weight_decay)
+            if isinstance(weight_decay, str)
+            else weight_decay
+        )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            default = OPTIMIZER_DEFAULTS[optimizer].weight_decay
+            raise PlanError(
+                f"--weight_decay={weight_decay!r} must be a number >= 0. "
+                f"Pass --weight_decay={default:g} (the {optimizer} default)."
+            )
+        reason = "set by user"
+    return float(value), reason + (exempt if value else "")
 
 
 def _decide_strategy(strategy, env):
@@ -1042,12 +1211,19 @@ class _ProbeCache:
         data = self._load()
         data.setdefault(kind, {})[key] = value
         directory = os.path.dirname(self._path)
-        os.makedirs(directory, exist_ok=True)
-        # Write-then-rename: a concurrent reader sees the old or new file.
-        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(handle, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(temporary, self._path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            # Write-then-rename: a concurrent reader sees the old or new file.
+            handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+            with os.fdopen(handle, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True)
+            os.replace(temporary, self._path)
+        except OSError as e:
+            # A read-only cache only costs a probe next time.
+            logging.warning(
+                "probe cache %s not written (%s); set PAINLESS_TF_CACHE to "
+                "a writable folder to keep probe results", self._path, e,
+            )
 
 
 # === Helpers ===
@@ -1133,6 +1309,18 @@ def _check_boundaries(boundaries, max_sequence_length):
                 "Fix the boundaries or raise --max_sequence_length."
             )
         previous = boundary
+
+
+def _short(rate):
+    """A rate as people write it: 3e-5, 1.2e-4."""
+    mantissa, exponent = f"{rate:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _format_flag(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def _format_value(value):

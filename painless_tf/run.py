@@ -71,6 +71,8 @@ class RunConfig:
     micro_batch_size: int | str = AUTO
     tpu: str | None = None
     optimizer: str = "adamw"
+    momentum: float | str = AUTO
+    nesterov: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -183,6 +185,9 @@ def prepare(config, *, environment=None):
             xla=config.xla,
             micro_batch_size=config.micro_batch_size,
             strategy=config.strategy,
+            optimizer=config.optimizer,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
             max_sequence_length=config.max_sequence_length,
             model_max_sequence_length=info.max_sequence_length,
             model_params=info.num_params,
@@ -267,6 +272,8 @@ def build_trainer(prepared, strategy):
                 learning_rate=schedule,
                 weight_decay=plan.weight_decay,
                 clip_norm=plan.clip_norm,
+                momentum=plan.momentum,
+                nesterov=plan.nesterov,
             ),
             weighted_metrics=[
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -501,15 +508,18 @@ def fit_and_save(
 
     lengths = prepared.tokenized["train"].lengths
     initial_step = position.epoch * plan.steps_per_epoch + position.batch
+    # Every worker runs the same monitors: they read metrics, which is a
+    # collective all-reduce under MultiWorkerMirroredStrategy, so all must
+    # read at the same steps. Only the chief's write into the model dir.
     monitoring = callbacks_lib.default_callbacks(
-        model_dir=model_dir,
+        model_dir=model_dir if chief else tempfile.mkdtemp(prefix="worker-"),
         plan=plan,
         flops_per_token=flops.training_flops_per_token(trainer, lengths),
         peak_flops=flops.peak_flops(prepared.environment, plan.precision),
         initial_step=initial_step,
         resume=initial_step > 0,
-        verbose=chief,
-    ) if chief else []
+        verbose=True,  # the same metric reads on every worker (see above)
+    )
     nan_guard = checkpointing.NanGuard(
         float16=plan.precision == "mixed_float16"
     )
@@ -549,7 +559,7 @@ def fit_and_save(
                 epochs=epoch + 1,
                 steps_per_epoch=len(batches),
                 callbacks=[nan_guard, saver, *monitoring, *callbacks],
-                verbose=0 if monitoring else verbose,
+                verbose=0,
             )
             fit_seconds += time.perf_counter() - start
             if nan_guard.tripped:

@@ -588,7 +588,168 @@ def test_schedule_counts_updates():
     given = make_plan(environment=_cpu(), num_train_examples=1000, steps_per_epoch=10)
     assert (given.steps_per_epoch, given.total_updates) == (10, 30)
     assert given.warmup_steps == 3
-    assert given.reasons["steps_per_epoch"] == "set by user"
+    assert given.reasons["steps_per_epoch"].startswith("from the data pipeline")
+
+
+# === optimizer ===
+
+
+@pytest.mark.parametrize(
+    "optimizer, at_32, at_512, scaling",
+    [
+        ("adamw", 3e-5, 1e-4, "square-root"),  # 1.2e-4 clamped to 1e-4
+        ("adam", 3e-5, 1e-4, "square-root"),
+        ("rmsprop", 3e-5, 1e-4, "square-root"),
+        ("lamb", 1.2e-4, 4.8e-4, "square-root"),
+        ("sgd", 1e-2, 1e-1, "linear"),  # 0.16 clamped to 0.1
+        ("adagrad", 5e-2, 2e-1, "square-root"),
+        ("adafactor", 1e-3, 3e-3, "square-root"),
+    ],
+)
+def test_each_optimizer_has_its_default_learning_rate(
+    optimizer, at_32, at_512, scaling
+):
+    small, large = (
+        make_plan(
+            environment=_cpu(),
+            num_train_examples=1000,
+            optimizer=optimizer,
+            global_batch_size=batch,
+        )
+        for batch in (32, 512)
+    )
+    assert small.optimizer == optimizer
+    assert small.learning_rate == pytest.approx(at_32)
+    assert large.learning_rate == pytest.approx(at_512)
+    reason = large.reasons["learning_rate"]
+    assert f"{scaling} scaling; " in reason
+    assert ("clamped to" in reason) == (optimizer in ("adamw", "adam", "rmsprop", "sgd",
+                                                      "adafactor"))
+    # Every rule names where its numbers come from.
+    assert any(source in reason for source in ("et al.", "Kingma & Ba", "Keras'"))
+
+
+def test_lamb_reason_and_clamp():
+    plan = make_plan(
+        environment=_cpu(), num_train_examples=10**6, optimizer="lamb",
+        global_batch_size=65536,
+    )
+    assert plan.learning_rate == pytest.approx(5e-3)
+    assert plan.reasons["learning_rate"] == (
+        "1.2e-4 x sqrt(65536/32) clamped to [4e-5, 5e-3]: square-root scaling; "
+        "4x AdamW's, as LAMB trains BERT at ~4x Adam's rate, and 5e-3 at 32k "
+        "(You et al. 2019)"
+    )
+    assert plan.reasons["optimizer"] == "set by user"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "auto"])
+def test_very_large_batch_suggests_lamb_without_switching(optimizer):
+    plan = make_plan(
+        environment=_tpu(cores=512), num_train_examples=10**6,
+        global_batch_size=16384, optimizer=optimizer,
+    )
+    assert plan.optimizer == "adamw"
+    assert plan.reasons["optimizer"] == (
+        "AdamW, the BERT fine-tuning recipe; global batch 16384 >= 8192: "
+        "consider --optimizer=lamb (You et al. 2019)"
+    )
+    below = make_plan(
+        environment=_tpu(cores=512), num_train_examples=10**6,
+        global_batch_size=4096, optimizer=optimizer,
+    )
+    assert below.reasons["optimizer"] == "AdamW, the BERT fine-tuning recipe"
+    chosen = make_plan(
+        environment=_tpu(cores=512), num_train_examples=10**6,
+        global_batch_size=16384, optimizer="sgd",
+    )
+    assert "lamb" not in chosen.reasons["optimizer"]
+
+
+def test_momentum_and_nesterov_defaults():
+    def plan(**kwargs):
+        return make_plan(environment=_cpu(), num_train_examples=100, **kwargs)
+
+    sgd = plan(optimizer="sgd")
+    assert (sgd.momentum, sgd.nesterov) == (0.9, False)
+    assert "0.9" in sgd.reasons["momentum"]
+    assert (plan(optimizer="rmsprop").momentum, plan().momentum) == (0.0, 0.0)
+    assert plan().reasons["momentum"] == "not used by adamw"
+    nesterov = plan(optimizer="sgd", momentum="0.8", nesterov=True)
+    assert (nesterov.momentum, nesterov.nesterov) == (0.8, True)
+    assert nesterov.reasons["momentum"] == nesterov.reasons["nesterov"] == "set by user"
+    assert plan(optimizer="rmsprop", momentum=0.5).momentum == 0.5
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (dict(momentum=0.9), ["--momentum=0.9", "not adamw", "--optimizer=sgd"]),
+        (dict(optimizer="lamb", momentum="0.5"), ["--momentum=0.5", "not lamb"]),
+        (dict(optimizer="sgd", momentum=1.5), ["--momentum=1.5", "[0, 1)"]),
+        (dict(optimizer="sgd", momentum="fast"), ["--momentum='fast'"]),
+        (
+            dict(optimizer="rmsprop", nesterov=True),
+            ["--nesterov=true", "--optimizer=rmsprop"],
+        ),
+        (
+            dict(optimizer="sgd", momentum=0, nesterov=True),
+            ["--nesterov=true", "--momentum=0"],
+        ),
+        (dict(optimizer="adamax"), ["--optimizer='adamax'", "lamb"]),
+        (
+            dict(optimizer="sgd", weight_decay=-1),
+            ["--weight_decay=-1", "--weight_decay=0.0001"],
+        ),
+    ],
+)
+def test_bad_optimizer_settings_name_the_flags(overrides, fragments):
+    with pytest.raises(PlanError) as info:
+        make_plan(environment=_cpu(), num_train_examples=100, **overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    "optimizer, weight_decay",
+    [("adamw", 0.01), ("adam", 0.0), ("lamb", 0.01), ("sgd", 1e-4),
+     ("rmsprop", 0.01), ("adagrad", 1e-4), ("adafactor", 0.0)],
+)
+def test_each_optimizer_has_its_default_weight_decay(optimizer, weight_decay):
+    plan = make_plan(environment=_cpu(), num_train_examples=100, optimizer=optimizer)
+    assert plan.weight_decay == weight_decay
+    assert ("exempt" in plan.reasons["weight_decay"]) == (weight_decay > 0)
+    given = make_plan(
+        environment=_cpu(), num_train_examples=100, optimizer=optimizer,
+        weight_decay="0.05",
+    )
+    assert given.weight_decay == 0.05
+    assert given.reasons["weight_decay"].startswith("set by user")
+
+
+def test_table_shows_momentum_only_for_optimizers_that_use_it(tmp_path):
+    sgd = make_plan(environment=_cpu(), num_train_examples=100, optimizer="sgd",
+                    nesterov=True)
+    names = [line.split()[0] for line in sgd.table().splitlines()]
+    assert names[names.index("optimizer"):names.index("optimizer") + 4] == [
+        "optimizer", "momentum", "nesterov", "learning_rate"]
+    rmsprop = make_plan(environment=_cpu(), num_train_examples=100,
+                        optimizer="rmsprop")
+    names = [line.split()[0] for line in rmsprop.table().splitlines()]
+    assert "momentum" in names and "nesterov" not in names
+    path = str(tmp_path / "plan.json")
+    sgd.to_json(path)
+    assert Plan.from_json(path) == sgd
+
+
+def test_plan_checks_the_optimizer_fields():
+    values = make_plan(environment=_cpu(), num_train_examples=100).to_dict()
+    with pytest.raises(PlanError, match="momentum=0.9 is used only by"):
+        Plan.from_dict({**values, "momentum": 0.9})
+    with pytest.raises(PlanError, match="optimizer='nadam'"):
+        Plan.from_dict({**values, "optimizer": "nadam"})
 
 
 def test_sequence_length_and_buckets():
