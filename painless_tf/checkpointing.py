@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 
 import keras
@@ -124,8 +125,9 @@ class CheckpointManager:
         state: dict. Trackables to save (e.g. `{"model": m, "optimizer": o}`).
         keep: int. Complete checkpoints kept (oldest removed first).
         is_chief: bool. Only the chief writes into `directory`; other
-            workers write the same state to a scratch folder (collective
-            reads need every worker) and delete it.
+            workers write the same state to a local scratch folder (saving
+            may read variables collectively, so every worker must take
+            part) and delete it.
 
     Examples:
     >>> import tempfile
@@ -147,11 +149,11 @@ class CheckpointManager:
         """Writes a checkpoint atomically; returns its folder."""
         name = f"update-{position.updates:09d}"
         if not self.is_chief:
-            scratch = os.path.join(
-                self.directory, f".worker-{os.getpid()}-{name}"
-            )
-            self.checkpoint.write(os.path.join(scratch, _PREFIX))
-            shutil.rmtree(scratch, ignore_errors=True)
+            scratch = tempfile.mkdtemp(prefix=f"painless-worker-{name}-")
+            try:
+                self.checkpoint.write(os.path.join(scratch, _PREFIX))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             return None
         os.makedirs(self.directory, exist_ok=True)
         partial = os.path.join(

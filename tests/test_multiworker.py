@@ -96,8 +96,9 @@ def test_finetune_app_on_two_workers_equals_one_process(tmp_path):
         for index in range(2)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(
+        f"worker {i}:\n{output[-3000:]}" for i, output in enumerate(outputs)
+    )
     assert "num_replicas         2" in outputs[0]
 
     def weights(name):
