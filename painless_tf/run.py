@@ -211,6 +211,13 @@ def prepare(config, *, environment=None):
         lengths, global_batch_size=first.global_batch_size, buckets=buckets
     )
     plan = decide(bucket_boundaries=buckets, steps_per_epoch=steps)
+    # The second decision reads the probes the first one ran (and cached):
+    # keep the first's words for them.
+    reasons = {**plan.reasons}
+    for key in ("precision", "micro_batch_size"):
+        if key in first.reasons:
+            reasons[key] = first.reasons[key]
+    plan = dataclasses.replace(plan, reasons=reasons)
     return Prepared(
         config=config,
         splits=splits,

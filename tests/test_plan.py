@@ -438,7 +438,7 @@ def test_xla_is_on_for_accelerators_and_off_on_cpu():
     assert make_plan(environment=_gpu(A100), num_train_examples=10).xla is True
     cpu = make_plan(environment=_cpu(), num_train_examples=10)
     assert cpu.xla is False
-    assert cpu.reasons["xla"] == "XLA measured slower on CPU"
+    assert cpu.reasons["xla"].startswith("off on CPU")
     forced = make_plan(environment=_cpu(), num_train_examples=10, xla=True)
     assert (forced.xla, forced.reasons["xla"]) == (True, "set by user")
 
