@@ -37,6 +37,10 @@ from painless_tf import precision
 from painless_tf import report
 
 AUTO = plan_lib.AUTO
+# Length buckets at most: on Rotten Tomatoes 4 leave 22.5% of the positions
+# the model sees as padding, 5 leave 18.9%, 6 leave 15.6%. Each bucket is one
+# more static shape for XLA to compile; 5 keeps padding under 20%.
+MAX_BUCKETS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +209,7 @@ def prepare(config, *, environment=None):
     buckets = pipeline.choose_buckets(
         lengths,
         max_sequence_length=max_length,
+        max_buckets=MAX_BUCKETS,
         global_batch_size=first.global_batch_size,
     )
     steps = pipeline.steps_per_epoch(
