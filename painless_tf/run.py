@@ -29,6 +29,7 @@ from painless_tf import evaluation as evaluation_lib
 from painless_tf import faults
 from painless_tf import flops
 from painless_tf import hardware
+from painless_tf import memory
 from painless_tf import models
 from painless_tf import optimization
 from painless_tf import pipeline
@@ -198,13 +199,17 @@ def prepare(config, *, environment=None):
             model_dims=_dims(info),
             seed=config.seed,
             precision_probe=probe,
+            fits_probe=fits,
             probe_key=_probe_key(model_path, max_length),
             **extra,
         )
 
-    probe = None
+    probe = fits = None
     if environment.platform == "cpu" and config.precision == AUTO:
         probe = _precision_probe(model_path, len(splits.vocab), tokenized["train"])
+    if environment.platform == "gpu" and config.micro_batch_size == AUTO:
+        # One real update per candidate size, catching out-of-memory.
+        fits = memory.MicroBatchProbe(model_path)
     first = decide()
     buckets = pipeline.choose_buckets(
         lengths,
