@@ -57,7 +57,6 @@ def make_strategy(name="default", *, tpu=None, devices=None):
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker_mirrored":
         timeout = float(os.environ.get("PAINLESS_TF_COLLECTIVE_TIMEOUT", 60))
-        _configure_coordination(heartbeat_seconds=timeout / 2)
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=timeout
         )
@@ -73,43 +72,6 @@ def make_strategy(name="default", *, tpu=None, devices=None):
         f"`strategy` must be one of {', '.join(STRATEGIES)}. "
         f"Received: strategy={name!r}"
     )
-
-
-def _configure_coordination(*, heartbeat_seconds):
-    """Sets the workers' heartbeat timeout before the strategy starts.
-
-    `MultiWorkerMirroredStrategy` configures TensorFlow's coordination
-    service with a 10 s heartbeat timeout, which a worker busy compiling on
-    a loaded machine can miss ("task 1 unhealthy, stopped sending
-    heartbeats"). It keeps a configuration made before it, so this one makes
-    the same configuration with a longer timeout. A dead worker is still
-    noticed within `heartbeat_seconds` (and any collective within the
-    collective timeout). There is no public API for it: this reproduces
-    `CollectiveAllReduceExtended._initialize_multi_worker` of TensorFlow
-    2.21.0 through `context.configure_coordination_service`.
-    """
-    from tensorflow.python.eager import context  # private, see docstring
-
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    cluster = resolver.cluster_spec()
-    if not cluster.jobs or context.context().coordination_service is not None:
-        return
-    jobs = [job for job in ("chief", "worker") if job in cluster.jobs]
-    leader = f"/job:{jobs[0]}/replica:0/task:0"
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=leader,
-        heartbeat_timeout_in_ms=int(heartbeat_seconds * 1000),
-        coordinated_jobs=[
-            _coordinated_job(job, cluster.num_tasks(job)) for job in jobs
-        ],
-    )
-
-
-def _coordinated_job(name, num_tasks):
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-
-    return coordination_config_pb2.CoordinatedJob(name=name, num_tasks=num_tasks)
 
 
 def is_tpu_strategy(strategy):
