@@ -82,6 +82,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from painless_tf import atomic
+
 # Interval records per epoch that `default_callbacks` aims for when it picks
 # `log_every_steps` itself: enough points for a curve, few enough syncs.
 _RECORDS_PER_EPOCH = 20
@@ -1469,16 +1471,7 @@ class HistoryWriter(_Sink):
 
 def _write_json_atomically(path, value):
     """Writes `value` as JSON to `path` so that readers never see half."""
-    text = json.dumps(value, indent=1, sort_keys=False, allow_nan=False) + "\n"
-    directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write(text)
-    # A rename within one local directory is atomic; object stores write
-    # each object atomically already.
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    atomic.write_json(path, value, indent=1, sort_keys=False, allow_nan=False)
 
 
 def _json_ready(value):

@@ -32,10 +32,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from painless_tf import atomic
 
 # How many skipped rows `BadRows` quotes; the rest are only counted.
 _MAX_BAD_ROW_EXAMPLES = 5
@@ -376,23 +377,9 @@ class LabelVocab:
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     LabelVocab(["neg", "pos"]).to_json(os.path.join(tmp, "l.json"))
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        atomic.write_json(
+            path, {"names": list(self._names)}, ensure_ascii=False
         )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"names": list(self._names)}, f, ensure_ascii=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_directory(directory)
 
     def encode(self, raw_label, *, where: str = "label"):
         """Returns the id of a raw label.
@@ -1481,15 +1468,3 @@ def _one_line(error):
     lines = str(error).strip().splitlines()
     # The line is embedded in a sentence of ours: drop its own end.
     return lines[0].rstrip(" :.") if lines else type(error).__name__
-
-
-def _fsync_directory(directory):
-    # The rename is only durable once the directory entry is on disk. Not
-    # possible on Windows, where directories cannot be opened.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

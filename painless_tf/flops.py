@@ -25,13 +25,13 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 
 import numpy as np
 from absl import logging
 
+from painless_tf import atomic
 from painless_tf.hardware import Environment
 from painless_tf.plan import DEFAULT_TPU_CORES, default_cache_dir
 
@@ -466,17 +466,7 @@ def _read_cache(path):
 
 
 def _write_cache(path, values):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".peak_flops-")
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(values, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    atomic.write_json(path, values, indent=2, sort_keys=True)
 
 
 def _tera(flops):

@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
@@ -44,6 +43,7 @@ from typing import NamedTuple, Protocol
 import tensorflow as tf
 from absl import logging
 
+from painless_tf import atomic
 from painless_tf.hardware import Environment
 from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
 from painless_tf.optimization import OPTIMIZERS
@@ -379,16 +379,7 @@ class Plan:
         >>> plan.to_json(path); Plan.from_json(path) == plan
         True
         """
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        directory = os.path.dirname(path)
-        if directory:
-            tf.io.gfile.makedirs(directory)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with tf.io.gfile.GFile(temporary, "w") as f:
-            f.write(text)
-        # A rename within one local directory is atomic; on object stores
-        # each object write is atomic already.
-        tf.io.gfile.rename(temporary, path, overwrite=True)
+        atomic.write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, path: str) -> "Plan":
@@ -1213,14 +1204,8 @@ class _ProbeCache:
     def put(self, kind, key, value):
         data = self._load()
         data.setdefault(kind, {})[key] = value
-        directory = os.path.dirname(self._path)
         try:
-            os.makedirs(directory, exist_ok=True)
-            # Write-then-rename: a concurrent reader sees the old or new file.
-            handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-            with os.fdopen(handle, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-            os.replace(temporary, self._path)
+            atomic.write_json(self._path, data, indent=2, sort_keys=True)
         except OSError as e:
             # A read-only cache only costs a probe next time.
             logging.warning(

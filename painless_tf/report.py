@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from painless_tf import atomic
 from painless_tf.plan import Plan
 
 # Metrics shown first, in this order; the rest of metrics.json follows.
@@ -116,7 +117,7 @@ def write_report(model_dir: str, *, evaluation: dict | None = None) -> str:
     title = f"Training report: {os.path.basename(os.path.abspath(model_dir))}"
     subtitle = f"{os.path.abspath(model_dir)} &middot; written {_now()}"
     path = os.path.join(model_dir, "report.html")
-    _write_atomically(path, _page(title, subtitle, sections))
+    atomic.write_text(path, _page(title, subtitle, sections))
     return path
 
 
@@ -143,7 +144,7 @@ def write_evaluation_report(path: str, evaluation: dict) -> str:
     _check_evaluation(evaluation)
     section = _evaluation_section(evaluation)
     page = _page("Evaluation report", f"written {_now()}", [section])
-    _write_atomically(os.fspath(path), page)
+    atomic.write_text(os.fspath(path), page)
     return os.fspath(path)
 
 
@@ -638,18 +639,6 @@ def _read_json(path):
             f"{path} line {e.lineno} column {e.colno}: not valid JSON "
             f"({e.msg}). Write it again or delete it."
         ) from None
-
-
-def _write_atomically(path, text):
-    directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write(text)
-    # A rename within one local directory is atomic; object stores write
-    # each object atomically already.
-    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _now():

@@ -8,7 +8,6 @@ dir and before the first training step.
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from painless_tf import assets
+from painless_tf import atomic
 from painless_tf import callbacks as callbacks_lib
 from painless_tf import checkpointing
 from painless_tf import data
@@ -346,21 +346,8 @@ def predict_ids(trainer, prepared, split):
 
 
 def write_json(path, payload):
-    """Writes JSON atomically: a temporary file, fsync, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes JSON atomically (see `atomic.write_text`)."""
+    atomic.write_json(path, payload, indent=2, sort_keys=True)
 
 
 def accuracy(probabilities, labels):
