@@ -24,7 +24,9 @@ handled here:
   replica's local batch instead.
 """
 
+import json
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -190,3 +192,80 @@ def distribute_batches(strategy, make_slice):
 def is_chief(environment):
     """Whether this process writes the model dir (worker 0 / the chief)."""
     return environment.worker_index == 0
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker job lost a worker; the message names it."""
+
+
+# What a collective raises when a peer dies: the coordination service's
+# missed heartbeats ("unhealthy"), a reset connection, or the collective
+# timeout of `make_strategy` (checked with TensorFlow 2.21.0: a killed worker
+# stops its peers with UnavailableError within ~10 s).
+_PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+)
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def worker_lost(error, environment, *, checkpoint_dir):
+    """The `WorkerLostError` for a collective's `error`, else None.
+
+    Args:
+        error: the exception `fit` raised.
+        environment: `hardware.Environment`; None unless several workers.
+        checkpoint_dir: str. Where the completed checkpoints are.
+
+    Returns:
+        A `WorkerLostError` naming the lost worker (its index and address
+        from `TF_CONFIG`) or None when `error` is not a lost peer.
+
+    Examples:
+    >>> from painless_tf.hardware import Environment
+    >>> env = Environment(platform="cpu", num_workers=2, worker_index=0)
+    >>> error = tf.errors.UnavailableError(None, None, "The following "
+    ...     "tasks are unhealthy: /job:worker/replica:0/task:1")
+    >>> str(worker_lost(error, env, checkpoint_dir="ckpt")).split(";")[0]
+    'worker 0 of 2: lost worker 1 (tasks are unhealthy)'
+    """
+    if environment.num_workers < 2 or not isinstance(error, _PEER_ERRORS):
+        return None
+    text = str(error)
+    me = environment.worker_index
+    others = sorted({
+        int(index) for job, index in _TASK.findall(text)
+        if job in ("worker", "chief") and int(index) != me
+    })
+    addresses = _worker_addresses()
+    if others:
+        who = ", ".join(
+            f"worker {i}" + (f" at {addresses[i]}" if i < len(addresses)
+                             else "")
+            for i in others
+        )
+    else:
+        who = "a peer"
+    if "unhealthy" in text:
+        reason = "tasks are unhealthy"
+    elif "Connection reset" in text or "Socket closed" in text:
+        reason = "connection reset"
+    elif isinstance(error, tf.errors.DeadlineExceededError):
+        reason = "collective timed out"
+    else:
+        reason = type(error).__name__
+    return WorkerLostError(
+        f"worker {me} of {environment.num_workers}: lost {who} ({reason}); "
+        f"stopping. Completed checkpoints stay in {checkpoint_dir}: start "
+        "all workers again with the same command to resume."
+    )
+
+
+def _worker_addresses():
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}"))["cluster"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return list(cluster.get("chief", [])) + list(cluster.get("worker", []))

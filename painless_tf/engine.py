@@ -80,6 +80,7 @@ class Trainer(keras.Model):
         self.xla = bool(xla)
         self.per_example_loss = None
         self._accumulators = None
+        self._accumulated_variables = None
         self._normalizer = None
 
     def call(self, inputs, training=False):
@@ -149,14 +150,27 @@ class Trainer(keras.Model):
             return self.per_example_loss.call(y, y_pred)
         return self.per_example_loss(y, y_pred)
 
+    def _trainable_changed(self):
+        return self._accumulated_variables != tuple(
+            id(v) for v in self.trainable_variables
+        )
+
     def _ensure_accumulators(self):
-        if self._accumulators is not None:
+        # One accumulator per trainable variable, matched by position: a
+        # layer frozen or unfrozen since they were made (gradual unfreezing,
+        # freezing.py) needs a new set, and the step a new trace.
+        if self._accumulators is not None and not self._trainable_changed():
             return
+        self._accumulated_variables = tuple(
+            id(v) for v in self.trainable_variables
+        )
         with self.distribute_strategy.scope():
             self._accumulators = [
                 distribution.create_accumulator(v, f"accumulator_{i}")
                 for i, v in enumerate(self.trainable_variables)
             ]
+            if hasattr(self, "nonfinite_updates"):
+                return
             self._weight_accumulator = distribution.create_accumulator(
                 tf.zeros(()), "accumulated_weight"
             )
@@ -292,7 +306,8 @@ class Trainer(keras.Model):
     # === Keras hooks ===
 
     def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
+        if (self.train_function is not None and not force
+                and not self._trainable_changed()):
             return self.train_function
         self._ensure_accumulators()
         strategy = self.distribute_strategy

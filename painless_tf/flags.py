@@ -13,6 +13,8 @@ from absl import logging
 
 from painless_tf import checkpointing
 from painless_tf import data
+from painless_tf import distribution
+from painless_tf import freezing
 from painless_tf import models
 from painless_tf import optimization
 from painless_tf import plan as plan_lib
@@ -66,7 +68,33 @@ def define_plan_flags():
         "(auto: 32).")
     flags.DEFINE_string(
         "learning_rate", AUTO,
-        "Peak learning rate (auto: 3e-5 x sqrt(global_batch_size / 32)).")
+        "Peak learning rate (auto: an LR range test on the real model and "
+        "data, see --lr_range_test_steps).")
+    flags.DEFINE_integer(
+        "lr_range_test_steps", 24,
+        "Updates of the LR range test behind --learning_rate=auto (0: the "
+        "recipe's 3e-5 x sqrt(global_batch_size / 32) instead).",
+        lower_bound=0)
+    flags.DEFINE_float(
+        "warmup_fraction", 0.1,
+        "Share of the updates spent warming the learning rate up.",
+        lower_bound=0.0, upper_bound=0.99)
+    flags.DEFINE_string(
+        "weight_decay", AUTO,
+        "Decoupled weight decay (auto: the optimizer's recipe value, 0.01 "
+        "for AdamW).")
+    flags.DEFINE_float(
+        "dropout", None,
+        "Dropout before the classifier head (default: the preset's, 0.1 "
+        "for BERT).", lower_bound=0.0, upper_bound=0.95)
+    flags.DEFINE_string(
+        "trainable_layers", freezing.ALL,
+        "Train only the top N encoder layers and the head (0: the head "
+        "only); 'all' trains every layer, embeddings included.")
+    flags.DEFINE_enum(
+        "unfreeze", "none", list(freezing.UNFREEZE_MODES),
+        "gradual: one more layer trains each epoch, from the top, starting "
+        "from --trainable_layers (from the head alone when 'all').")
     flags.DEFINE_string(
         "max_sequence_length", AUTO, "Tokens per example at most (auto: 128).")
     flags.DEFINE_integer("seed", 0, "Seed of data order and initialization.")
@@ -174,6 +202,12 @@ def run_config(**overrides):
         micro_batch_size=FLAGS.micro_batch_size,
         tpu=FLAGS.tpu,
         optimizer=FLAGS.optimizer,
+        lr_range_test_steps=FLAGS.lr_range_test_steps,
+        warmup_fraction=FLAGS.warmup_fraction,
+        weight_decay=FLAGS.weight_decay,
+        dropout=FLAGS.dropout,
+        trainable_layers=FLAGS.trainable_layers,
+        unfreeze=FLAGS.unfreeze,
         momentum=_number_or_auto(FLAGS.momentum, float),
         nesterov=FLAGS.nesterov,
     )
@@ -205,5 +239,10 @@ def one_line_errors(main):
             logging.debug("user error", exc_info=True)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+        except distribution.WorkerLostError as error:
+            # Not the user's mistake: exit 1, as for any other crash.
+            logging.debug("worker lost", exc_info=True)
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     return wrapped

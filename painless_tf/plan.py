@@ -44,6 +44,7 @@ import tensorflow as tf
 from absl import logging
 
 from painless_tf import atomic
+from painless_tf import freezing
 from painless_tf.hardware import Environment
 from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
 from painless_tf.optimization import OPTIMIZERS
@@ -96,6 +97,8 @@ _DECISIONS = (
     "total_updates",
     "weight_decay",
     "clip_norm",
+    "trainable_layers",
+    "unfreeze",
     "seed",
 )
 
@@ -225,6 +228,12 @@ class Plan:
             bounds for batching; empty pads every batch to
             `max_sequence_length`.
         seed: int. Seed of all random number generators.
+        trainable_layers: int | str. "all", or the top encoder layers
+            trained with the head (0: the head only); see `freezing`.
+        unfreeze: str. "none", or "gradual": one more layer per epoch.
+        lr_range_test: Mapping. The LR range test behind an automatic
+            learning rate (`lr_finder.RangeTestResult.to_dict()`); empty
+            when the rate was not searched.
         reasons: Mapping[str, str]. One line of why per decision, keyed by
             field name.
 
@@ -258,6 +267,9 @@ class Plan:
     max_sequence_length: int
     bucket_boundaries: tuple[int, ...]
     seed: int
+    trainable_layers: int | str = freezing.ALL
+    unfreeze: str = "none"
+    lr_range_test: Mapping = dataclasses.field(default_factory=dict)
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -324,6 +336,14 @@ class Plan:
                 f"weight_decay={self.weight_decay!r}, clip_norm={self.clip_norm!r}"
             )
         _check_boundaries(self.bucket_boundaries, self.max_sequence_length)
+        try:
+            freeze = freezing.FreezeOptions(self.trainable_layers, self.unfreeze)
+        except ValueError as e:
+            raise PlanError(str(e)) from None
+        object.__setattr__(self, "trainable_layers", freeze.trainable_layers)
+        object.__setattr__(
+            self, "lr_range_test", types.MappingProxyType(dict(self.lr_range_test))
+        )
 
     def to_dict(self) -> dict:
         """The plan as a JSON-ready dict (field name -> value).
@@ -337,6 +357,7 @@ class Plan:
         result = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         result["bucket_boundaries"] = list(self.bucket_boundaries)
         result["reasons"] = dict(self.reasons)
+        result["lr_range_test"] = dict(self.lr_range_test)
         return result
 
     @classmethod
@@ -354,9 +375,16 @@ class Plan:
         >>> Plan.from_dict(plan.to_dict()) == plan
         True
         """
-        names = [f.name for f in dataclasses.fields(cls)]
+        fields = dataclasses.fields(cls)
+        names = [f.name for f in fields]
+        # Fields with defaults came later; older plans may lack them.
+        required = [
+            f.name for f in fields
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         unknown = sorted(set(values) - set(names))
-        missing = sorted(set(names) - set(values))
+        missing = sorted(set(required) - set(values))
         if unknown or missing:
             raise PlanError(
                 f"{source}: unknown keys {unknown} and missing keys {missing}. "
@@ -422,12 +450,15 @@ class Plan:
         >>> plan.table().splitlines()[0].split()[:2]
         ['strategy', 'default']
         """
-        # Momentum lines only where the optimizer has momentum.
+        # Momentum lines only where the optimizer has momentum; freezing
+        # lines only where a layer is frozen.
+        frozen = self.trainable_layers != freezing.ALL or self.unfreeze != "none"
         names = [
             name
             for name in _DECISIONS
             if (name != "momentum" or self.optimizer in _MOMENTUM_OPTIMIZERS)
             and (name != "nesterov" or self.optimizer == "sgd")
+            and (name not in ("trainable_layers", "unfreeze") or frozen)
         ]
         width = max(len(name) for name in names)
         values = [_format_value(getattr(self, name)) for name in names]
@@ -467,6 +498,9 @@ def make_plan(
     probe_key: str | None = None,
     cache_dir: str | None = None,
     model_max_sequence_length: int | None = None,
+    trainable_layers: int | str = freezing.ALL,
+    unfreeze: str = "none",
+    num_layers: int | None = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -516,6 +550,11 @@ def make_plan(
             `default_cache_dir()`.
         model_max_sequence_length: int | None. The model's position-table
             size; an automatic `max_sequence_length` never exceeds it.
+        trainable_layers: int | str. "all", or the top encoder layers
+            trained with the head (0: the head only).
+        unfreeze: str. "none", or "gradual": one more layer per epoch.
+        num_layers: int | None. The model's encoder layers, to check
+            `trainable_layers` against.
 
     Returns:
         The `Plan`.
@@ -657,6 +696,9 @@ def make_plan(
         "global-norm clipping, BERT recipe" if clip_norm == 1.0 else "set by user"
     )
     reasons["seed"] = "default" if seed == 0 else "set by user"
+    (reasons["trainable_layers"], reasons["unfreeze"]) = _decide_freezing(
+        trainable_layers, unfreeze, num_layers, epochs
+    )
 
     return Plan(
         strategy=strategy,
@@ -681,6 +723,8 @@ def make_plan(
         max_sequence_length=max_sequence_length,
         bucket_boundaries=bucket_boundaries,
         seed=int(seed),
+        trainable_layers=trainable_layers,
+        unfreeze=unfreeze,
         reasons=reasons,
     )
 
@@ -804,6 +848,39 @@ def _default_learning_rate(optimizer, global_batch_size, *, hidden_dim=None):
     return rate, (
         f"{_short(defaults.learning_rate)} x {formula}{bounds}: {scaling} "
         f"scaling; {defaults.learning_rate_source}"
+    )
+
+
+def _decide_freezing(trainable_layers, unfreeze, num_layers, epochs):
+    """Returns (trainable_layers reason, unfreeze reason)."""
+    try:
+        freeze = freezing.FreezeOptions(trainable_layers, unfreeze)
+        if num_layers:
+            freeze.check(num_layers)
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+    if freeze.trainable_layers == freezing.ALL and freeze.unfreeze == "gradual":
+        why_layers = "default, with gradual unfreezing: from the head alone"
+    elif freeze.trainable_layers == freezing.ALL:
+        why_layers = "default: every layer trains"
+    elif freeze.trainable_layers == 0:
+        why_layers = "set by user: the head only"
+    else:
+        why_layers = (
+            f"set by user: the top {freeze.trainable_layers}"
+            + (f" of {num_layers}" if num_layers else "")
+            + " encoder layers and the head"
+        )
+    if freeze.unfreeze == "none":
+        return why_layers, "the same layers every epoch"
+    stages = (
+        freeze.stages(num_layers=num_layers, epochs=epochs)
+        if num_layers else None
+    )
+    return why_layers, (
+        "set by user: one more layer per epoch from the top"
+        + (f" (layers by epoch: {', '.join(map(str, stages))})"
+           if stages else "")
     )
 
 

@@ -28,7 +28,9 @@ from painless_tf import engine
 from painless_tf import evaluation as evaluation_lib
 from painless_tf import faults
 from painless_tf import flops
+from painless_tf import freezing
 from painless_tf import hardware
+from painless_tf import lr_finder
 from painless_tf import memory
 from painless_tf import models
 from painless_tf import optimization
@@ -76,6 +78,13 @@ class RunConfig:
     micro_batch_size: int | str = AUTO
     tpu: str | None = None
     optimizer: str = "adamw"
+    warmup_fraction: float = 0.1
+    weight_decay: float | str = AUTO
+    dropout: float | None = None  # None: the preset's
+    trainable_layers: int | str = freezing.ALL
+    unfreeze: str = "none"
+    # Updates of the range test behind learning_rate="auto"; 0: the recipe.
+    lr_range_test_steps: int = lr_finder.RangeTestOptions().num_steps
     momentum: float | str = AUTO
     nesterov: bool = False
 
@@ -83,6 +92,17 @@ class RunConfig:
         if self.epochs < 1:
             raise ValueError(
                 f"--epochs must be >= 1. Received: --epochs={self.epochs}"
+            )
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(
+                f"--dropout={self.dropout!r} must be in [0, 1). Pass e.g. "
+                "--dropout=0.1."
+            )
+        if self.lr_range_test_steps and self.lr_range_test_steps < 3:
+            raise ValueError(
+                f"--lr_range_test_steps={self.lr_range_test_steps} is too "
+                "few to read a curve. Pass 3 or more (24 by default), or 0 "
+                "for the recipe's rate."
             )
         if self.tfds and self.train_data:
             raise ValueError(
@@ -198,6 +218,11 @@ def prepare(config, *, environment=None):
             model_params=info.num_params,
             model_dims=_dims(info),
             seed=config.seed,
+            warmup_fraction=config.warmup_fraction,
+            weight_decay=config.weight_decay,
+            trainable_layers=config.trainable_layers,
+            unfreeze=config.unfreeze,
+            num_layers=info.num_layers,
             precision_probe=probe,
             fits_probe=fits,
             probe_key=_probe_key(model_path, max_length),
@@ -265,20 +290,40 @@ def _precision_probe(model_path, num_classes, tokenized):
     )
 
 
+def _classifier(prepared, *, first_epoch_only=False):
+    """Loads the classifier as planned; returns it and the trainable layers
+    of each epoch (None when every layer trains; see `freezing`).
+
+    Its trainable layers are the first epoch's with `first_epoch_only`, else
+    the widest set of the run, which the optimizer is built on.
+    """
+    plan = prepared.plan
+    classifier = models.load_classifier(
+        prepared.model_path,
+        num_classes=len(prepared.splits.vocab),
+        sequence_length=plan.max_sequence_length,
+        dropout=prepared.config.dropout,
+    )
+    freeze = freezing.FreezeOptions(plan.trainable_layers, plan.unfreeze)
+    if not freeze.partial:
+        return classifier, None
+    stages = freezing.schedule(classifier, freeze, epochs=plan.epochs)
+    stage = stages[0] if first_epoch_only else freezing.widest(stages)
+    logging.info("trainable: %s", freezing.set_trainable(classifier, stage))
+    return classifier, stages
+
+
 def build_trainer(prepared, strategy):
     """Builds the classifier and its compiled `Trainer` under `strategy`."""
     plan = prepared.plan
     precision.set_policy(plan.precision)
     keras.utils.set_random_seed(plan.seed)
     with strategy.scope():
-        classifier = models.load_classifier(
-            prepared.model_path,
-            num_classes=len(prepared.splits.vocab),
-            sequence_length=plan.max_sequence_length,
-        )
+        classifier, stages = _classifier(prepared)
         trainer = engine.Trainer(
             classifier, accumulation_steps=plan.accumulation_steps, xla=plan.xla
         )
+        trainer.trainable_stages = stages
         schedule = optimization.WarmupLinearDecay(
             plan.learning_rate, plan.warmup_steps, plan.total_updates
         )
@@ -388,7 +433,7 @@ def _remove_run(model_dir):
     for name in ("checkpoints", "model", "plan.json", "labels.json",
                  "metrics.json", "evaluation.json", "history.json",
                  "report.html",
-                 "tensorboard", "export"):
+                 "tensorboard", "export", lr_finder.PLOT_FILE):
         path = os.path.join(model_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
@@ -458,18 +503,43 @@ def fit_and_save(
 
     Returns the metrics written to `metrics.json`, or None when a
     preemption signal stopped the run after its checkpoint.
+
+    Raises:
+        distribution.WorkerLostError: another worker of a multi-worker job
+            died; the message names it.
     """
+    try:
+        return _fit_and_save(prepared, strategy=strategy, clock=clock,
+                             callbacks=callbacks, verbose=verbose,
+                             checkpoints=checkpoints)
+    except tf.errors.OpError as error:
+        lost = distribution.worker_lost(
+            error, prepared.environment,
+            checkpoint_dir=os.path.join(prepared.config.model_dir,
+                                        "checkpoints"),
+        )
+        if lost is None:
+            raise
+        raise lost from error
+
+
+def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
+                  checkpoints):
     clock = clock or Clock()
-    config, plan = prepared.config, prepared.plan
+    config = prepared.config
     model_dir = config.model_dir
     checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    signature = checkpointing.run_signature(
-        config, plan, data_fingerprint(prepared.tokenized["train"])
-    )
     chief = distribution.is_chief(prepared.environment)
     if checkpoints.overwrite and chief:
         _remove_run(model_dir)
     saved = checkpointing.CheckpointManager(checkpoint_dir, {}).latest_manifest()
+    if config.learning_rate == AUTO and config.lr_range_test_steps:
+        prepared = choose_learning_rate(prepared, resuming=saved is not None,
+                                        chief=chief)
+    plan = prepared.plan
+    signature = checkpointing.run_signature(
+        config, plan, data_fingerprint(prepared.tokenized["train"])
+    )
     if saved is not None:
         differences = checkpointing.signature_differences(
             saved["signature"], signature
@@ -541,6 +611,10 @@ def fit_and_save(
         )
         while position.epoch < plan.epochs:
             epoch = position.epoch
+            if trainer.trainable_stages:
+                logging.info("epoch %d trains %s", epoch + 1,
+                             freezing.set_trainable(
+                                 trainer.model, trainer.trainable_stages[epoch]))
             skipped = set(position.skipped)
             dataset, batches = _epoch_dataset(
                 prepared, strategy, epoch, position.batch, skipped
@@ -582,6 +656,40 @@ def fit_and_save(
 
     return _finish(prepared, trainer, evaluation, history, fit_seconds,
                    clock, chief=chief, monitoring=monitoring)
+
+
+def choose_learning_rate(prepared, *, resuming=False, chief=True):
+    """`--learning_rate=auto`: the LR range test picks the peak rate.
+
+    Returns `prepared` with the rate, its reason and the curve in the plan;
+    the chief draws the curve into the model dir. A resumed run keeps the
+    rate its plan.json recorded rather than sweeping again.
+    """
+    plan = prepared.plan
+    path = os.path.join(prepared.config.model_dir, "plan.json")
+    result = None
+    if resuming and os.path.exists(path):
+        recorded = plan_lib.Plan.from_json(path).lr_range_test
+        if recorded:
+            result = lr_finder.RangeTestResult.from_dict(recorded)
+    if result is None:
+        result = lr_finder.find_learning_rate(
+            plan,
+            make_classifier=lambda: _classifier(
+                prepared, first_epoch_only=True)[0],
+            train=prepared.tokenized["train"],
+            options=lr_finder.RangeTestOptions(
+                num_steps=prepared.config.lr_range_test_steps
+            ),
+            output_dir=prepared.config.model_dir if chief else None,
+        )
+    plan = dataclasses.replace(
+        plan,
+        learning_rate=result.learning_rate,
+        lr_range_test=result.to_dict(),
+        reasons={**plan.reasons, "learning_rate": result.reason},
+    )
+    return dataclasses.replace(prepared, plan=plan)
 
 
 def _roll_back(manager, position, bad, schedule, checkpoints):

@@ -269,3 +269,30 @@ def test_rejects_whole_model_jit():
     trainer = Trainer(tiny.tiny_classifier())
     with pytest.raises(ValueError, match="xla=True"):
         trainer.compile(optimizer="sgd", jit_compile=True)
+
+
+def test_a_layer_unfrozen_between_fits_trains_from_then_on():
+    # Gradual unfreezing (freezing.py): the optimizer is built once on the
+    # widest trainable set and layers unfreeze between epochs; the step's
+    # accumulators must follow the trainable set.
+    inner = keras.Sequential([
+        keras.Input((3,)), keras.layers.Dense(4, name="low"),
+        keras.layers.Dense(2, name="high"),
+    ])
+    trainer = Trainer(inner, accumulation_steps=2)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    trainer.optimizer.build(trainer.trainable_variables)
+    low = inner.get_layer("low")
+    low.trainable = False
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.array([0, 1] * 4, "int32")
+    before = np.array(low.kernel.numpy())
+    trainer.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_array_equal(before, low.kernel.numpy())
+    low.trainable = True
+    trainer.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not np.allclose(before, low.kernel.numpy())
+    assert int(trainer.optimizer.iterations.numpy()) == 4

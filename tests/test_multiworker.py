@@ -116,3 +116,72 @@ def test_finetune_app_on_two_workers_equals_one_process(tmp_path):
         multi = json.load(f)
     with open(tmp_path / "single" / "metrics.json") as f:
         assert multi["optimizer_updates"] == json.load(f)["optimizer_updates"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0])
+def test_killed_worker_stops_the_other_within_60s_naming_it(tmp_path, victim):
+    # Workers started by hand (no launcher): only TensorFlow's coordination
+    # service and the collective timeout stand between them and a hang.
+    import threading
+    import time
+
+    import tiny
+
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(400))
+    args = [
+        sys.executable, "-m", "apps.finetune", f"--model={preset}",
+        f"--train_data={train}", "--epochs=50", "--global_batch_size=8",
+        "--micro_batch_size=4", "--learning_rate=0.01",
+        "--precision=float32", "--xla=false",
+        f"--model_dir={tmp_path / 'multi'}",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = [
+        subprocess.Popen(
+            args, cwd=os.path.dirname(HERE),
+            env=dict(env, TF_CONFIG=json.dumps({
+                "cluster": {"worker": workers},
+                "task": {"type": "worker", "index": index},
+            })),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [[], []]
+    training = threading.Event()
+
+    def read(index):
+        for line in processes[index].stdout:
+            outputs[index].append(line)
+            if line.startswith("training:"):
+                training.set()
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True)
+               for i in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        assert training.wait(240), "".join(outputs[0][-30:])
+        time.sleep(2)  # into the collectives of the first epoch
+        processes[victim].kill()
+        killed = time.monotonic()
+        survivor = processes[1 - victim]
+        returncode = survivor.wait(90)
+        seconds = time.monotonic() - killed
+    finally:
+        for process in processes:
+            process.kill()
+    readers[1 - victim].join(10)
+    output = "".join(outputs[1 - victim])
+    print(f"worker {1 - victim} exited {returncode} {seconds:.1f} s after "
+          f"worker {victim} was killed")
+    assert returncode != 0, output[-3000:]
+    assert seconds <= 60, seconds
+    message = [line for line in output.splitlines()
+               if line.startswith("error: ")]
+    assert message and f"lost worker {victim} at {workers[victim]}" in (
+        message[-1]), output[-3000:]
+    assert "Traceback" not in output

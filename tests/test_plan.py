@@ -945,3 +945,31 @@ def test_table_has_one_line_per_decision_with_its_reason():
     # Values start in the same column on every line.
     starts = {line.index(line.split()[1], len(line.split()[0])) for line in lines}
     assert len(starts) == 1
+
+
+def test_partial_training_is_checked_and_recorded(tmp_path):
+    plan = make_plan(environment=_cpu(), num_train_examples=100,
+                     precision="float32", epochs=3, trainable_layers="2",
+                     unfreeze="gradual", num_layers=6)
+    assert plan.trainable_layers == 2 and plan.unfreeze == "gradual"
+    assert plan.reasons["unfreeze"].endswith("(layers by epoch: 2, 3, 4)")
+    line = next(x for x in plan.table().splitlines()
+                if x.startswith("trainable_layers"))
+    assert line.split()[1] == "2" and line.endswith("and the head")
+    path = str(tmp_path / "plan.json")
+    plan.to_json(path)
+    assert Plan.from_json(path) == plan
+    with pytest.raises(PlanError, match="--trainable_layers=7 exceeds the 6"):
+        make_plan(environment=_cpu(), num_train_examples=100,
+                  precision="float32", trainable_layers=7, num_layers=6)
+
+
+def test_plans_written_before_the_later_fields_still_load(tmp_path):
+    plan = make_plan(environment=_cpu(), num_train_examples=100,
+                     precision="float32")
+    values = plan.to_dict()
+    assert values["lr_range_test"] == {} and "trainable_layers" not in (
+        plan.table())
+    for name in ("trainable_layers", "unfreeze", "lr_range_test"):
+        del values[name]
+    assert Plan.from_dict(values) == plan

@@ -1,0 +1,216 @@
+"""The learning-rate range test: its choice rule, and a sweep of a tiny model."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import tiny
+from painless_tf import hardware
+from painless_tf import lr_finder
+from painless_tf import pipeline
+from painless_tf import plan as plan_lib
+
+
+def synthetic_curve(num_steps=32, *, noise=0.0, seed=0):
+    """A fine-tuning-like loss: flat at tiny rates, falling fastest at
+    3e-5, lowest at 3e-4, diverging above it."""
+    rates = lr_finder.sweep_rates(1e-6, 1e-3, num_steps)
+    x = np.log10(rates)
+    losses = 0.7 - 0.4 / (1 + np.exp(-3 * (x + 4.5)))  # steepest at 10**-4.5
+    losses += np.where(x > -3.5, 8.0 * (x + 3.5) ** 2, 0.0)  # lowest ~3e-4
+    losses += np.random.default_rng(seed).normal(0, noise, num_steps)
+    return rates, losses
+
+
+def test_min_over_ten_rule_reads_a_tenth_of_the_lowest_point():
+    rates, losses = synthetic_curve()
+    lowest = rates[np.argmin(losses)]
+    result = lr_finder.choose_learning_rate(rates, losses, smoothing_window=1)
+    assert result.learning_rate == pytest.approx(lowest / 10)
+    assert 2e-5 <= result.learning_rate <= 4e-5
+    assert result.reason.startswith("LR range test, min/10 rule:")
+    assert "/ 10" in result.reason
+
+
+def test_steepest_rule_reads_the_fastest_fall():
+    rates, losses = synthetic_curve()
+    result = lr_finder.choose_learning_rate(
+        rates, losses, rule="steepest", smoothing_window=1
+    )
+    assert 10**-4.7 <= result.learning_rate <= 10**-4.3  # the curve's 3e-5
+    assert "falls fastest" in result.reason
+
+
+def test_smoothing_keeps_the_choice_on_a_noisy_curve_without_lag():
+    rates, clean = synthetic_curve()
+    choices = []
+    for seed in range(5):
+        _, noisy = synthetic_curve(noise=0.03, seed=seed)
+        choices.append(lr_finder.choose_learning_rate(rates, noisy).learning_rate)
+    exact = lr_finder.choose_learning_rate(rates, clean, smoothing_window=1)
+    # Within three sweep steps (1.25x each) below the noise-free choice and
+    # none above: past the minimum the loss climbs steeply, so the centered
+    # window leans toward lower rates, the safe side (a lagging exponential
+    # average would lean toward higher ones).
+    ratios = np.array(choices) / exact.learning_rate
+    assert np.all((ratios >= 1.25**-3 - 1e-9) & (ratios <= 1.0 + 1e-9)), ratios
+    # A symmetric bump keeps its center under the centered average.
+    bump = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert int(np.argmin(lr_finder.smooth(bump, 5))) == 4
+
+
+def test_choice_is_clamped_into_the_recipe_range_with_a_reason():
+    rates = lr_finder.sweep_rates(1e-6, 1e-2, 16)
+    still_falling = np.linspace(0.7, 0.2, 16)
+    high = lr_finder.choose_learning_rate(rates, still_falling)
+    assert high.learning_rate == 1e-4
+    assert "still falling at the sweep's end" in high.reason
+    assert "lowered to the recipe's highest 1.0e-04" in high.reason
+    rising = np.linspace(0.7, 1.2, 16)
+    low = lr_finder.choose_learning_rate(rates, rising)
+    assert low.learning_rate == 1e-5
+    assert "raised to the recipe's lowest 1.0e-05" in low.reason
+
+
+def test_a_flat_curve_keeps_the_recipe_rate():
+    rates = lr_finder.sweep_rates(1e-6, 1e-3, 16)
+    flat = 0.6931 + 0.0003 * np.random.default_rng(0).normal(size=16)
+    result = lr_finder.choose_learning_rate(rates, flat, fallback=3e-5)
+    assert result.learning_rate == 3e-5
+    assert "no signal, the recipe's 3.0e-05" in result.reason
+    # A real fall is read even with a fallback at hand.
+    rates, losses = synthetic_curve()
+    read = lr_finder.choose_learning_rate(rates, losses, fallback=1e-4)
+    assert read.learning_rate < 1e-4 and "no signal" not in read.reason
+
+
+def test_a_diverged_tail_ends_the_curve():
+    rates, losses = synthetic_curve(24)
+    losses = np.concatenate([losses[:18], [np.inf] * 6])
+    result = lr_finder.choose_learning_rate(rates, losses, smoothing_window=3)
+    assert len(result.smoothed_losses) == 18
+    assert f"diverged at {rates[18]:.1e}" in result.reason
+    assert math.isfinite(result.learning_rate)
+    early = lr_finder.choose_learning_rate(rates[:3], [0.7, np.nan, np.inf])
+    assert early.learning_rate == 1e-5 and "diverged" in early.reason
+    # plan.json holds the curve: JSON without NaN or Infinity.
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert lr_finder.RangeTestResult.from_dict(json.loads(text)) == result
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="smoothing_window"):
+        lr_finder.RangeTestOptions(smoothing_window=4)
+    with pytest.raises(ValueError, match="rule"):
+        lr_finder.RangeTestOptions(rule="valley")
+    with pytest.raises(ValueError, match="below"):
+        lr_finder.RangeTestOptions(min_learning_rate=1e-3,
+                                   max_learning_rate=1e-6)
+
+
+# === A sweep of a tiny model ===
+
+
+def tiny_run(num_examples=48):
+    rows = tiny.sentiment_rows(num_examples)
+    train = pipeline.tokenize(
+        [text for text, _ in rows], tiny.tiny_tokenizer(),
+        labels=[int(label == "pos") for _, label in rows],
+        max_sequence_length=16,
+    )
+    buckets = (16,)  # one bucket: one trace keeps the tests fast
+    plan = plan_lib.make_plan(
+        environment=hardware.Environment(),
+        num_train_examples=num_examples,
+        global_batch_size=8,
+        micro_batch_size=4,  # 2 accumulated micro-batches per update
+        precision="float32",
+        xla=False,
+        max_sequence_length=16,
+        bucket_boundaries=buckets,
+        steps_per_epoch=pipeline.steps_per_epoch(
+            train.lengths, global_batch_size=8, buckets=buckets
+        ),
+    )
+    return plan, train
+
+
+def make_classifier():
+    # Dropout on: its seed states must be restored as well as the weights.
+    return tiny.tiny_classifier(2, dropout=0.1)
+
+
+def test_range_test_restores_weights_and_dropout_state():
+    plan, train = tiny_run()
+    model = make_classifier()
+    # Dropout's seed states are variables too, and are restored with the
+    # weights: the model then trains as if the test had never run.
+    assert any("seed_generator" in v.path for v in model.variables)
+    before = [np.array(v.numpy()) for v in model.variables]
+    batches = pipeline.make_dataset(
+        train, global_batch_size=8, buckets=plan.bucket_boundaries,
+        training=True, epochs=2,
+    )
+    rates, losses = lr_finder.range_test(
+        model, batches,
+        options=lr_finder.RangeTestOptions(
+            num_steps=6, min_learning_rate=1e-4, max_learning_rate=1e-1
+        ),
+        accumulation_steps=2,
+    )
+    assert len(rates) == len(losses) == 6
+    assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1e-1)
+    assert all(math.isfinite(x) for x in losses)
+    for value, variable in zip(before, model.variables):
+        np.testing.assert_array_equal(value, variable.numpy())
+
+
+def test_range_test_stops_when_the_loss_diverges():
+    # A small dense model: any Keras model takes the sweep, and this one
+    # traces in a fraction of the time of a BERT.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    batches = [(x, y, np.ones((16,), "float32"))] * 20
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(2),
+    ])
+    options = lr_finder.RangeTestOptions(
+        num_steps=20, min_learning_rate=1e-2, max_learning_rate=1e5
+    )
+    rates, losses = lr_finder.range_test(
+        model, batches, options=options, optimizer="sgd", clip_norm=None
+    )
+    assert len(losses) < 20
+    last = losses[-1]
+    assert not math.isfinite(last) or last > 4.0 * min(losses[:-1])
+
+
+def test_find_learning_rate_is_deterministic_and_draws_the_curve(tmp_path):
+    plan, train = tiny_run()
+    options = lr_finder.RangeTestOptions(num_steps=8)
+    first = lr_finder.find_learning_rate(
+        plan, make_classifier=make_classifier, train=train, options=options,
+        output_dir=str(tmp_path),
+    )
+    second = lr_finder.find_learning_rate(
+        plan, make_classifier=make_classifier, train=train, options=options
+    )
+    assert first == second
+    assert first.learning_rates[0] == pytest.approx(1e-6)  # AdamW's sweep
+    assert first.learning_rates[-1] == pytest.approx(1e-3)
+    assert first.bounds == (1e-5, 1e-4)
+    assert 1e-5 <= first.learning_rate <= 1e-4
+    assert all(math.isfinite(x) for x in first.losses)
+    with open(tmp_path / lr_finder.PLOT_FILE, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(lr_finder).failed == 0
