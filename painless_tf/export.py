@@ -40,12 +40,13 @@ Tokenization happens inside the graph:
   TFLite ops instead: `FastBertNormalizer` (lower-case, NFD, strip accents)
   and `FastWordpieceTokenizer` with BERT's whitespace-and-punctuation
   pre-split, then pack `[CLS] a [SEP] (b [SEP])` with builtin ops, padded
-  only to the longest text of the batch. For plain ASCII text the token ids
-  equal keras-hub's; for accented letters and compatibility characters
-  ("café", "…") keras-hub's lower-casing keeps the accent (often `[UNK]`)
-  where the original BERT tokenizer, and this one, strip it. The report's
-  `tokenization_agreement` says on how many test texts the two agree. Load
-  with the TF Text op resolver:
+  only to the longest text of the batch. They give keras-hub's token ids
+  whenever the keras-hub tokenizer normalizes as BERT's own does: accents
+  stripped when lower-casing (set from the Hugging Face folder's
+  `tokenizer_config.json`, `models._match_hf_normalization`) and NFKC before
+  splitting (`models.normalize_text`, on every path from text to model).
+  The report's `tokenization_agreement` says on how many test texts the two
+  agree. Load with the TF Text op resolver:
 
       import tensorflow_text as tf_text
       from tensorflow.lite.python import interpreter
@@ -627,6 +628,7 @@ def _preprocess(preprocessor, texts):
     """The keras-hub preprocessor's model inputs for 1 or 2 text columns."""
     # By keyword: a positional tuple `(texts, pairs)` is read as `(x, y)`,
     # and the pairs would silently become labels.
+    texts = [models.normalize_text(preprocessor.tokenizer, t) for t in texts]
     return preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))
 
 
@@ -1215,10 +1217,10 @@ TFLite (`model_*.tflite`), from raw strings, with TF Text's TFLite kernels:
     ).get_signature_runner()
     print(runner({np_args})["probabilities"])
 
-The .tflite tokenizer (FastBertNormalizer + FastWordpiece) strips accents
-where the Keras model's keras-hub tokenizer keeps them, so texts with accented
-letters can get other token ids; export_report.json gives the share of test
-texts on which both agree (tokenization_agreement).
+The .tflite tokenizer (FastBertNormalizer + FastWordpiece) always strips
+accents when it lower-cases; a Keras model whose tokenizer keeps them gets
+other token ids for accented words. export_report.json gives the share of
+test texts on which both agree (tokenization_agreement).
 """
 
 

@@ -35,6 +35,7 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+import tensorflow_text as tf_text
 from absl import logging
 
 from painless_tf import assets
@@ -395,7 +396,7 @@ def _from_hub(model, preset, kind, load):
         )
         preset, kind = _check_folder(model, cached)
     try:
-        return load(preset)
+        loaded = load(preset)
     except (
         ValueError, OSError, KeyError, TypeError, ImportError, tf.errors.OpError
     ) as e:
@@ -407,6 +408,55 @@ def _from_hub(model, preset, kind, load):
         raise ModelError(
             f"--model={model}: keras-hub could not load it: {first_line}"
         ) from e
+    if kind == "hf_folder":
+        _match_hf_normalization(loaded, preset)
+    return loaded
+
+
+def _match_hf_normalization(loaded, folder):
+    """Strips accents where the model's own Hugging Face tokenizer does.
+
+    Hugging Face's `BertTokenizer` strips accents whenever it lower-cases,
+    unless `tokenizer_config.json` sets `strip_accents: false`; keras-hub
+    0.32's converter passes only `do_lower_case`, so "café" became `[UNK]`
+    instead of the "cafe" the model was pretrained on. Setting it here also
+    makes the keras-hub tokenizer agree with TF Text's TFLite tokenizer
+    (`export`), which always strips accents when it lower-cases.
+    """
+    tokenizer = getattr(getattr(loaded, "preprocessor", None), "tokenizer",
+                        loaded)
+    if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+        return
+    path = os.path.join(folder, "tokenizer_config.json")
+    config = _read_json(path) if os.path.isfile(path) else {}
+    strip = config.get("strip_accents")
+    tokenizer.strip_accents = bool(
+        tokenizer.lowercase if strip is None else strip
+    )
+
+
+def normalize_text(tokenizer, text):
+    """Text as the tokenizer should see it: NFKC for lower-casing WordPiece.
+
+    keras-hub splits on punctuation before it case-folds (which is NFKC), so
+    "…" stays one word and becomes the token "..."; BERT's own tokenizers
+    and TF Text's TFLite one normalize first and split it into ". . .". NFKC
+    before the tokenizer makes both orders give the same tokens. Every path
+    from text to model (`pipeline`, `export`) goes through here.
+
+    Args:
+        tokenizer: a keras-hub `Tokenizer`.
+        text: a string `tf.Tensor` (any shape).
+
+    Returns:
+        The text, NFKC-normalized when `tokenizer` is a lower-casing
+        `WordPieceTokenizer`, else unchanged.
+    """
+    if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer) and (
+        tokenizer.lowercase
+    ):
+        return tf_text.normalize_utf8(text, "NFKC")
+    return text
 
 
 def _offline_error(model, kind):

@@ -52,12 +52,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from painless_tf import models
+
 # Texts per tokenizer call; large enough to amortize the per-call overhead of
 # the tokenizer ops, small enough that the padded packer output stays small
 # (1024 x 512 int32 = 2 MiB).
 _TOKENIZE_BATCH_SIZE = 1024
-# Bumped whenever the layout of the cache file changes.
-_CACHE_VERSION = 1
+# Bumped whenever the layout of the cache file or the text normalization
+# (`models.normalize_text`) changes.
+_CACHE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -317,7 +320,9 @@ def _tokenize_and_pack(columns, tokenizer, max_sequence_length, special_ids):
     positions = tf.range(1, max_sequence_length + 1)
 
     def tokenize_and_pack(*texts):
-        segments = tuple(tokenizer(text) for text in texts)
+        segments = tuple(
+            tokenizer(models.normalize_text(tokenizer, text)) for text in texts
+        )
         token_ids, segment_ids = packer(segments)
         # The packer pads on the right and always ends the real tokens with
         # [SEP], so the length is the last non-pad position. Counting

@@ -324,24 +324,30 @@ def test_tflite_packing_equals_keras_hub_packing(truncate):
             )
 
 
-def test_tflite_tokenizer_differs_from_keras_hub_only_on_accents():
+@pytest.mark.parametrize("strip_accents, same", [
     # keras-hub lower-cases "café" but keeps the accent ([UNK] here); the
     # TFLite tokenizer strips it, like the original BERT tokenizer ("cafe").
+    (False, [True, True, False, False, True]),
+    # As for a Hugging Face folder (models._match_hf_normalization): all
+    # agree, "…" included (models.normalize_text).
+    (True, [True, True, True, True, True]),
+])
+def test_tflite_tokenizer_agrees_with_keras_hub(strip_accents, same):
     classifier = keras_hub.models.BertTextClassifier(
         backbone=tiny.tiny_classifier(2).backbone,
         num_classes=2,
         preprocessor=keras_hub.models.BertTextClassifierPreprocessor(
             tokenizer=keras_hub.tokenizers.BertTokenizer(
-                vocabulary=tiny.VOCAB[:-1] + ["cafe"], lowercase=True),
+                vocabulary=tiny.VOCAB[:-1] + ["cafe"], lowercase=True,
+                strip_accents=strip_accents),
             sequence_length=8,
         ),
     )
     examples = data.Examples(
-        texts=(("a good film", "a CAFE", "a café", "Café"),),
-        labels=[0, 0, 0, 0], lines=(2, 3, 4, 5), source="inline",
+        texts=(("a good film", "a CAFE", "a café", "Café", "good…film"),),
+        labels=[0] * 5, lines=(2, 3, 4, 5, 6), source="inline",
     )
-    same = export._same_tokens(classifier, examples)
-    assert same.tolist() == [True, True, False, False]
+    assert export._same_tokens(classifier, examples).tolist() == same
 
 
 def test_int8_without_calibration_data_fails_before_writing(files):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import requests
 import safetensors.numpy
+import tensorflow as tf
 
 from painless_tf import models
 
@@ -245,6 +246,41 @@ def test_load_tokenizer_from_a_hugging_face_folder(tmp_path):
     tokenizer = models.load_tokenizer(folder)
 
     assert tokenizer.token_to_id("film") == _VOCAB.index("film")
+
+
+@pytest.mark.parametrize("strip_accents, expected", [
+    (None, True),  # Hugging Face: follows do_lower_case
+    (False, False),
+])
+def test_hugging_face_accent_stripping_is_kept(tmp_path, strip_accents,
+                                              expected):
+    folder, _ = _write_hf_folder(tmp_path / "hf")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": True, "strip_accents": strip_accents}, f)
+
+    tokenizer = models.load_tokenizer(folder)
+    classifier = models.load_classifier(folder, num_classes=2)
+
+    assert tokenizer.strip_accents is expected
+    assert classifier.preprocessor.tokenizer.strip_accents is expected
+    film = tokenizer(models.normalize_text(tokenizer, tf.constant("FÍLM")))
+    assert (np.asarray(film).tolist() == [_VOCAB.index("film")]) is expected
+
+
+def test_normalize_text_splits_compatibility_characters_like_bert():
+    tokenizer = keras_hub.tokenizers.BertTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "...",
+                    "a"],
+        lowercase=True,
+    )
+    # Alone, keras-hub splits first and case-folds "…" into one "..." token.
+    assert np.asarray(tokenizer(tf.constant("a…"))).tolist() == [7, 6]
+    normalized = models.normalize_text(tokenizer, tf.constant("a…"))
+    assert np.asarray(tokenizer(normalized)).tolist() == [7, 5, 5, 5]
+    cased = keras_hub.tokenizers.BertTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])
+    assert models.normalize_text(cased, tf.constant("a…")).numpy() == (
+        "a…".encode())
 
 
 def test_default_uses_the_fetched_minilm_folder(tmp_path, monkeypatch):
