@@ -103,7 +103,8 @@ def _time_to_accuracy_needs_cpu(values):
 _LOCK = threading.Lock()
 _COUNTER = itertools.count()
 
-_DEFAULT_UPDATES = {"quick": 3, "cpu": 10, "engine": 12, "pipeline": 16}
+_DEFAULT_UPDATES = {"quick": 3, "cpu": 10, "engine": 12, "pipeline": 16,
+                    "freezing": 20}
 # Rows of synthetic sentiment text for --suite=quick: 640 train examples,
 # 20 global batches of 32.
 _QUICK_ROWS = 800
@@ -194,13 +195,21 @@ def _run_sections(specs, work, env, warmup, updates, suite):
             pending.setdefault(key, (f"{section}/{name}", spec))
     done = {}
     jobs = _JOBS.value or (2 if suite == "quick" else 1)
-    with futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        running = {
-            pool.submit(_run_config, spec, work, env, label): key
-            for key, (label, spec) in pending.items()
-        }
-        for future in futures.as_completed(running):
-            done[running[future]] = future.result()
+    # Configs whose time to accuracy gives up relative to another's run
+    # after it, with the other's measured seconds.
+    later = {key: item for key, item in pending.items()
+             if "give_up_relative_to" in (item[1].get("time_to_accuracy")
+                                          or {})}
+    for phase in ({k: v for k, v in pending.items() if k not in later},
+                  later):
+        with futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            running = {
+                pool.submit(_run_config, _give_up(spec, chosen, done), work,
+                            env, label): key
+                for key, (label, spec) in phase.items()
+            }
+            for future in futures.as_completed(running):
+                done[running[future]] = future.result()
     sections = {}
     for (section, name), key in chosen.items():
         # JSON keeps keys sorted; "order" keeps the tables in suite order.
@@ -208,6 +217,22 @@ def _run_sections(specs, work, env, warmup, updates, suite):
         sections[section]["results"][name] = done[key]
         sections[section]["order"].append(name)
     return sections
+
+
+def _give_up(spec, chosen, done):
+    """`spec` with its give-up time set from the config it is relative to."""
+    tta = spec.get("time_to_accuracy") or {}
+    other = tta.get("give_up_relative_to")
+    if other is None:
+        return spec
+    keys = [key for (_, name), key in chosen.items() if name == other]
+    seconds = (done.get(keys[0], {}).get("time_to_accuracy") or {}).get(
+        "seconds") if keys else None
+    if seconds is None:
+        # The other never reached the target: nothing to be relative to.
+        return spec
+    tta = dict(tta, give_up_after_seconds=tta["give_up_factor"] * seconds)
+    return dict(spec, time_to_accuracy=tta)
 
 
 def _report(suite, sections, peaks, plan, started, load_start, warmup,

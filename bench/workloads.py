@@ -72,6 +72,9 @@ class StepClock(keras.callbacks.Callback):
         target: float or None. Stop once an evaluation reaches it, but not
             before `min_updates`.
         min_updates: int. Updates that always run (the timed window).
+        give_up_at: float or None. `perf_counter()` value (evaluation pauses
+            excluded) from which the first evaluation still below `target`
+            stops training: the target was not reached by then.
 
     Examples:
     >>> clock = StepClock(steps_per_update=1, stop_after=2)
@@ -92,6 +95,7 @@ class StepClock(keras.callbacks.Callback):
         eval_every=0,
         target=None,
         min_updates=0,
+        give_up_at=None,
     ):
         super().__init__()
         self.steps_per_update = int(steps_per_update)
@@ -104,6 +108,8 @@ class StepClock(keras.callbacks.Callback):
         self.evaluations = []  # (update, training seconds, accuracy)
         self.eval_seconds = 0.0
         self.reached_at = None  # index into update_ends
+        self.give_up_at = give_up_at
+        self.gave_up_at = None  # index into update_ends
         self._calls = 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -128,6 +134,11 @@ class StepClock(keras.callbacks.Callback):
             self.evaluations.append((done, self.update_ends[-1], accuracy))
             if self.target is not None and accuracy >= self.target:
                 self.reached_at = done - 1
+            elif (self.give_up_at is not None
+                  and self.update_ends[-1] >= self.give_up_at
+                  and done >= self.min_updates):
+                self.gave_up_at = done - 1
+                self.model.stop_training = True
         if (self.stop_after is not None and done >= self.stop_after) or (
             self.reached_at is not None and done >= self.min_updates
         ):
@@ -245,6 +256,12 @@ def summarize(spec, clock, window_fn, model, precision, started):
                 for u, t, a in clock.evaluations
             ],
             "updates_run": len(ends),
+            # Not reached by an evaluation this many training seconds in:
+            # the time to the target is longer than that.
+            "gave_up_after_seconds": (
+                ends[clock.gave_up_at] - started
+                if clock.gave_up_at is not None else None
+            ),
         }
     return result
 
@@ -342,6 +359,11 @@ def train_dataset(prepared):
     )
 
 
+def _give_up_at(tta, started):
+    seconds = (tta or {}).get("give_up_after_seconds")
+    return None if seconds is None else started + seconds
+
+
 def _tta(spec):
     tta = spec.get("time_to_accuracy")
     if not tta:
@@ -412,6 +434,7 @@ def keras_hub_fit(spec, started):
         eval_every=tta["eval_every"] if tta else 0,
         target=tta["target"] if tta else None,
         min_updates=spec["warmup"] + spec["updates"],
+        give_up_at=_give_up_at(tta, started),
     )
     rss_before = current_rss_mib()
     classifier.fit(
@@ -444,8 +467,15 @@ def painless_fit(spec, started):
         train_data=spec.get("train_data"),
         global_batch_size=spec["global_batch_size"],
         seed=spec["seed"],
+        trainable_layers=spec.get("trainable_layers", "all"),
+        lr_range_test_steps=spec.get(
+            "lr_range_test_steps", run.RunConfig.lr_range_test_steps),
     )
     prepared = run.prepare(config)
+    if config.learning_rate == run.AUTO and config.lr_range_test_steps:
+        # As apps/finetune.py: --learning_rate=auto runs the LR range test
+        # first, and its time counts (time to first step, to accuracy).
+        prepared = run.choose_learning_rate(prepared, chief=False)
     plan = prepared.plan
     strategy = distribution.make_strategy(plan.strategy)
     trainer = run.build_trainer(prepared, strategy)
@@ -469,6 +499,7 @@ def painless_fit(spec, started):
         eval_every=tta["eval_every"] if tta else 0,
         target=tta["target"] if tta else None,
         min_updates=spec["warmup"] + spec["updates"],
+        give_up_at=_give_up_at(tta, started),
     )
     rss_before = current_rss_mib()
     trainer.fit(
@@ -479,6 +510,10 @@ def painless_fit(spec, started):
         trainer, plan.precision, started,
     )
     result.update(_plan_fields(plan), rss_before_fit_mib=rss_before)
+    if plan.trainable_layers != "all":
+        # Frozen layers skip most of their backward pass; the full-training
+        # FLOPs per token would overstate MFU, so none is given.
+        result["model_flops_per_sec"] = None
     return result
 
 
@@ -490,6 +525,7 @@ def _plan_fields(plan):
         "micro_batch_size": plan.micro_batch_size,
         "accumulation_steps": plan.accumulation_steps,
         "xla": plan.xla,
+        "trainable_layers": plan.trainable_layers,
         "optimizer": plan.optimizer,
         "learning_rate": plan.learning_rate,
         "warmup_steps": plan.warmup_steps,

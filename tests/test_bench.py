@@ -63,14 +63,14 @@ def test_quick_suite_measures_every_config_of_every_suite(tmp_path):
     assert report["peak_flops"]["best"]["float32"]["flops"] > 0
     assert report["plan"]["precision"] in ("float32", "mixed_bfloat16")
     sections = report["sections"]
-    assert set(sections) == {"cpu", "engine", "pipeline"}
+    assert set(sections) == {"cpu", "engine", "pipeline", "freezing"}
     assert set(sections["cpu"]["results"]) == {
         "keras_hub_default", "keras_hub_hand_picked",
         "keras_builtin_accumulation", "painless"}
     assert set(sections["engine"]["results"]) == {
         "painless_k1_float32", "painless_k4_float32", "keras_k4_float32",
         "painless_k1_plan", "painless_k4_plan", "keras_k4_plan",
-        "painless_b_float32"}
+        "painless_b_float32", "painless_b_plan"}
     for section in ("cpu", "engine"):
         for name, result in sections[section]["results"].items():
             _assert_measured(name, result)
@@ -89,6 +89,12 @@ def test_quick_suite_measures_every_config_of_every_suite(tmp_path):
     assert engine["painless_k4_float32"]["micro_batch_size"] == 8
     assert engine["painless_k4_float32"]["accumulation_steps"] == 4
     assert engine["painless_b_float32"]["micro_batch_size"] == 8
+    freezing = sections["freezing"]["results"]
+    assert freezing["layers_0"]["trainable_layers"] == 0
+    assert freezing["layers_all"]["trainable_layers"] == "all"
+    for result in freezing.values():
+        assert result["examples_per_sec"] > 0
+    assert "mfu" not in freezing["layers_0"]
     # Every engine config timed the same examples.
     assert len({round(r["examples_per_sec"] * r["timed_seconds"])
                 for r in engine.values()}) == 1
@@ -166,6 +172,41 @@ def test_step_clock_counts_updates_and_stops_at_the_target():
     assert [e[0] for e in clock.evaluations] == [1, 2]
     assert clock.eval_seconds >= 0
     assert clock.update_ends == sorted(clock.update_ends)
+
+
+def test_step_clock_gives_up_at_the_first_evaluation_past_the_deadline():
+    import time
+
+    clock = workloads.StepClock(
+        stop_after=50, evaluate=lambda: 0.5, eval_every=2, target=0.8,
+        min_updates=3, give_up_at=time.perf_counter(),
+    )
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((100, 2)), np.ones((100,)), batch_size=2, verbose=0,
+              callbacks=[clock])
+    # Past the deadline from the start, but the timed window (3 updates)
+    # runs, and only an evaluation below the target stops: the one at 4.
+    assert len(clock.update_ends) == 4
+    assert clock.gave_up_at == 3 and clock.reached_at is None
+
+
+def test_time_to_accuracy_ratio_is_a_bound_when_keras_hub_gave_up():
+    results = {
+        "painless": {"time_to_accuracy": {"seconds": 100.0}},
+        "keras_hub_default": {"time_to_accuracy": {
+            "seconds": None, "gave_up_after_seconds": 320.0}},
+    }
+    (ratio,) = [r for r in tables.ratios("cpu", results)
+                if r["name"].startswith("time to target accuracy")]
+    assert ratio["value"] == pytest.approx(100 / 320)
+    assert ratio["meets_target"] and "at most" in ratio["name"]
+    # Given up too early to prove anything: the bound misses the target.
+    results["keras_hub_default"]["time_to_accuracy"][
+        "gave_up_after_seconds"] = 200.0
+    (ratio,) = [r for r in tables.ratios("cpu", results)
+                if r["name"].startswith("time to target accuracy")]
+    assert not ratio["meets_target"]
 
 
 def test_summarize_counts_only_the_timed_window():
