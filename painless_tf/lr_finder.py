@@ -30,7 +30,13 @@ Bounds. The sweep covers ten times the optimizer's recipe range each way
 (`optimization.DEFAULTS`; for AdamW 1e-6 to 1e-3), and the choice is clamped
 into the recipe range itself (AdamW: [1e-5, 1e-4], which holds the rates
 BERT fine-tuning uses, 2e-5 to 5e-5 in Devlin et al. 2019). The reason says
-when the clamp acted.
+when the clamp acted. Head-only training (`--trainable_layers=0`) is a
+linear probe on frozen features: no pretrained weight moves, so the
+caution of the fine-tuning range does not apply, and both the sweep and the
+clamp move up 10x at the low end and 100x at the high end (AdamW: sweep
+1e-5 to 1e-1, clamp [1e-4, 1e-2]). Measured on MiniLM-L6 and Rotten
+Tomatoes, the fine-tuning clamp left the head at 3e-5 and 61% test accuracy
+after 3 epochs.
 
 Cost and placement. `num_steps` updates (24 by default: 768 examples at a
 global batch of 32) on a fresh copy of the model, plus its load and one
@@ -201,6 +207,29 @@ class RangeTestResult:
             smoothed_losses=tuple(float(x) for x in values["smoothed_losses"]),
             bounds=tuple(float(x) for x in values["bounds"]),
         )
+
+
+def recipe_bounds(plan) -> tuple[float, float]:
+    """The range the chosen rate is clamped into, for `plan`.
+
+    The optimizer's recipe range (`optimization.DEFAULTS`), or for a head
+    trained alone on a frozen encoder the linear-probe range above it (see
+    the module docstring).
+
+    Examples:
+    >>> import types
+    >>> recipe_bounds(types.SimpleNamespace(optimizer="adamw",
+    ...                                     trainable_layers="all"))
+    (1e-05, 0.0001)
+    >>> recipe_bounds(types.SimpleNamespace(optimizer="adamw",
+    ...                                     trainable_layers=0))
+    (0.0001, 0.01)
+    """
+    defaults = optimization.DEFAULTS[plan.optimizer]
+    low, high = defaults.min_learning_rate, defaults.max_learning_rate
+    if getattr(plan, "trainable_layers", "all") == 0:
+        return (low * 10, high * 100)
+    return (low, high)
 
 
 def sweep_rates(min_learning_rate, max_learning_rate, num_steps) -> np.ndarray:
@@ -515,8 +544,7 @@ def find_learning_rate(
     >>> 1e-5 <= result.learning_rate <= 1e-4
     True
     """
-    defaults = optimization.DEFAULTS[plan.optimizer]
-    bounds = (defaults.min_learning_rate, defaults.max_learning_rate)
+    bounds = recipe_bounds(plan)
     options = dataclasses.replace(
         options,
         min_learning_rate=options.min_learning_rate or bounds[0] / 10,
