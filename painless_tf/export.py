@@ -59,15 +59,15 @@ Tokenization happens inside the graph:
   On a device, link the TF Text TFLite kernels (`tflite_registrar`) into the
   interpreter; no Flex (Select TF ops) delegate is needed.
 
-Measured on 2 shared CPU cores, all-MiniLM-L6-v2 fine-tuned briefly on 2,000
-Rotten Tomatoes snippets (74.6% test accuracy; 1,311 test rows): float32
-.tflite 92.9 MB, within 2e-7 of Keras on the 98.3% of rows tokenized alike;
-dynamic-range int8 25.7 MB (3.6x smaller), accuracy +0.4 points, about half
-the float32 latency; full-integer int8 25.1 MB, accuracy -4.0 points (82% of
+Measured on 2 CPU cores, the demo model (all-MiniLM-L6-v2 fine-tuned on
+Rotten Tomatoes, Keras test accuracy 0.8421 on 1,311 rows): float32
+.tflite 92.9 MB, within 2.1e-6 of Keras on every row; dynamic-range int8
+25.8 MB (3.6x smaller), accuracy -0.3 points, about half the float32
+latency; full-integer int8 25.1 MB, accuracy -10.8 points (77% of
 predictions equal to Keras's): per-tensor int8 activations cost a BERT real
 accuracy, so prefer dynamic-range int8 unless the target needs integer-only
-math. `model.quantize("int8")` keeps Keras's accuracy (-0.2 points) in 3.9x
-less memory, but runs 2.5-5x slower on CPU.
+math. `model.quantize("int8")` keeps Keras's accuracy (-0.15 points) in
+3.9x less memory, but runs 2.7-4x slower on CPU.
 
 `load_predictor(path)` gives one callable for a Keras model dir, a SavedModel
 or a .tflite file, so that `apps/predict.py` prints the same thing for all.
