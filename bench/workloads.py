@@ -359,9 +359,18 @@ def train_dataset(prepared):
     )
 
 
-def _give_up_at(tta, started):
+def _tta_clock(spec, tta, started, *, updates, evaluate, steps_per_update=1):
+    """The `StepClock` of a config that may also run to a target accuracy."""
     seconds = (tta or {}).get("give_up_after_seconds")
-    return None if seconds is None else started + seconds
+    return StepClock(
+        steps_per_update=steps_per_update,
+        stop_after=updates,
+        evaluate=evaluate,
+        eval_every=tta["eval_every"] if tta else 0,
+        target=tta["target"] if tta else None,
+        min_updates=spec["warmup"] + spec["updates"],
+        give_up_at=None if seconds is None else started + seconds,
+    )
 
 
 def _tta(spec):
@@ -427,15 +436,8 @@ def keras_hub_fit(spec, started):
         updates = spec["warmup"] + spec["updates"]
         texts, labels = texts[:updates * batch], labels[:updates * batch]
         epochs = 1
-    clock = StepClock(
-        steps_per_update=k,
-        stop_after=updates,
-        evaluate=evaluate,
-        eval_every=tta["eval_every"] if tta else 0,
-        target=tta["target"] if tta else None,
-        min_updates=spec["warmup"] + spec["updates"],
-        give_up_at=_give_up_at(tta, started),
-    )
+    clock = _tta_clock(spec, tta, started, updates=updates,
+                       evaluate=evaluate, steps_per_update=k)
     rss_before = current_rss_mib()
     classifier.fit(
         x=list(texts), y=labels, batch_size=batch // k, epochs=epochs,
@@ -493,14 +495,8 @@ def painless_fit(spec, started):
             return logs["accuracy"]
 
         updates = min(max(max_updates, updates), plan.total_updates)
-    clock = StepClock(
-        stop_after=updates,
-        evaluate=evaluate,
-        eval_every=tta["eval_every"] if tta else 0,
-        target=tta["target"] if tta else None,
-        min_updates=spec["warmup"] + spec["updates"],
-        give_up_at=_give_up_at(tta, started),
-    )
+    clock = _tta_clock(spec, tta, started, updates=updates,
+                       evaluate=evaluate)
     rss_before = current_rss_mib()
     trainer.fit(
         train, epochs=1, steps_per_epoch=updates, verbose=0, callbacks=[clock]
