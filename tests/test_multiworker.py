@@ -23,6 +23,37 @@ def free_ports(n):
     return ports
 
 
+def finetune_args(tmp_path, *, rows, epochs):
+    """`apps.finetune` on the tiny model and `rows` sentiment rows."""
+    import tiny
+
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(rows))
+    return [
+        sys.executable, "-m", "apps.finetune", f"--model={preset}",
+        f"--train_data={train}", f"--epochs={epochs}",
+        "--global_batch_size=8", "--micro_batch_size=4",
+        "--learning_rate=0.01", "--precision=float32", "--xla=false",
+    ]
+
+
+def start_workers(args, env):
+    """Two processes of `args` on 127.0.0.1, each with its TF_CONFIG."""
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    processes = [
+        subprocess.Popen(
+            args, cwd=os.path.dirname(HERE),
+            env=dict(env, TF_CONFIG=json.dumps({
+                "cluster": {"worker": workers},
+                "task": {"type": "worker", "index": index},
+            })),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for index in range(2)
+    ]
+    return workers, processes
+
+
 def load(path):
     with np.load(path) as f:
         weights = [f[f"arr_{i}"] for i in range(len(f.files) - 2)]
@@ -64,17 +95,9 @@ def test_two_workers_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_app_on_two_workers_equals_one_process(tmp_path):
-    import tiny
     from painless_tf import models
 
-    preset = tiny.write_preset(tmp_path / "preset")
-    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(60))
-    args = [
-        sys.executable, "-m", "apps.finetune", f"--model={preset}",
-        f"--train_data={train}", "--epochs=2", "--global_batch_size=8",
-        "--micro_batch_size=4", "--learning_rate=0.01",
-        "--precision=float32", "--xla=false",
-    ]
+    args = finetune_args(tmp_path, rows=60, epochs=2)
     root = os.path.dirname(HERE)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     single = subprocess.run(
@@ -83,18 +106,9 @@ def test_finetune_app_on_two_workers_equals_one_process(tmp_path):
     )
     assert single.returncode == 0, single.stderr[-3000:]
 
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    processes = [
-        subprocess.Popen(
-            args + [f"--model_dir={tmp_path / 'multi'}"], cwd=root,
-            env=dict(env, TF_CONFIG=json.dumps({
-                "cluster": {"worker": workers},
-                "task": {"type": "worker", "index": index},
-            })),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for index in range(2)
-    ]
+    _, processes = start_workers(
+        args + [f"--model_dir={tmp_path / 'multi'}"], env
+    )
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n\n".join(
         f"worker {i}:\n{output[-3000:]}" for i, output in enumerate(outputs)
@@ -126,30 +140,10 @@ def test_killed_worker_stops_the_other_within_60s_naming_it(tmp_path, victim):
     import threading
     import time
 
-    import tiny
-
-    preset = tiny.write_preset(tmp_path / "preset")
-    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(400))
-    args = [
-        sys.executable, "-m", "apps.finetune", f"--model={preset}",
-        f"--train_data={train}", "--epochs=50", "--global_batch_size=8",
-        "--micro_batch_size=4", "--learning_rate=0.01",
-        "--precision=float32", "--xla=false",
-        f"--model_dir={tmp_path / 'multi'}",
-    ]
+    args = finetune_args(tmp_path, rows=400, epochs=50) + [
+        f"--model_dir={tmp_path / 'multi'}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    processes = [
-        subprocess.Popen(
-            args, cwd=os.path.dirname(HERE),
-            env=dict(env, TF_CONFIG=json.dumps({
-                "cluster": {"worker": workers},
-                "task": {"type": "worker", "index": index},
-            })),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for index in range(2)
-    ]
+    workers, processes = start_workers(args, env)
     outputs = [[], []]
     training = threading.Event()
 
