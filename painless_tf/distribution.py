@@ -98,6 +98,28 @@ def create_accumulator(variable, name):
     )
 
 
+def fusable_update(strategy):
+    """Whether the optimizer update may be compiled with XLA as one function.
+
+    True on one device: the default strategy and `OneDeviceStrategy`. A
+    mirrored, multi-worker or TPU update runs in cross-replica context,
+    where Keras updates each copy of a variable through
+    `strategy.extended.update`, which an XLA function cannot hold.
+
+    Examples:
+    >>> fusable_update(tf.distribute.get_strategy())
+    True
+    """
+    return not isinstance(
+        strategy,
+        (
+            tf.distribute.MirroredStrategy,
+            tf.distribute.MultiWorkerMirroredStrategy,
+            tf.distribute.TPUStrategy,
+        ),
+    )
+
+
 def apply_gradients(optimizer, grads, variables):
     """Applies already all-reduced gradients in cross-replica context.
 

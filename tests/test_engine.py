@@ -5,6 +5,7 @@ update, no XLA) on the same examples:
 - k micro-batches == one big batch;
 - 2 replicas == 1 device;
 - XLA on == XLA off;
+- the fused (XLA-compiled) optimizer update == the unfused one;
 - mixed_float16 / mixed_bfloat16 ~= float32 within a stated tolerance.
 """
 
@@ -38,13 +39,15 @@ def train(
     optimizer="sgd",
     data=None,
     batch=GLOBAL_BATCH,
+    fused_update="auto",
 ):
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(7)
     strategy = strategy or tf.distribute.get_strategy()
     x, y, w = data or tiny.token_batch(EXAMPLES)
     with strategy.scope():
-        trainer = Trainer(tiny.tiny_classifier(), accumulation_steps=k, xla=xla)
+        trainer = Trainer(tiny.tiny_classifier(), accumulation_steps=k,
+                          xla=xla, fused_update=fused_update)
         opt = tiny.optimizer(optimizer)
         if precision == "mixed_float16":
             # A start scale that does not overflow on the first update, so
@@ -188,14 +191,15 @@ def test_token_level_loss_has_no_mean_of_means():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(g1, g2)) > 1e-3
 
 
-@pytest.mark.parametrize("strategy", ["none", "mirrored"])
-def test_non_finite_micro_batch_skips_whole_update(strategy):
+@pytest.mark.parametrize("strategy,k", [("none", 1), ("none", 2),
+                                        ("mirrored", 2)])
+def test_non_finite_micro_batch_skips_whole_update(strategy, k):
     keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = tiny.mirrored() if strategy == "mirrored" else tf.distribute.get_strategy()
     x, y, w = tiny.token_batch(8)
-    w[5] = np.inf  # one micro-batch (of 4) on one replica overflows
+    w[5] = np.inf  # one micro-batch on one replica overflows
     with strategy.scope():
-        trainer = Trainer(tiny.tiny_classifier(), accumulation_steps=2)
+        trainer = Trainer(tiny.tiny_classifier(), accumulation_steps=k)
         trainer.compile(optimizer=keras.optimizers.SGD(0.1))
     trainer.fit(tiny.dataset(*tiny.token_batch(8, seed=1), 8), epochs=1, verbose=0)
     before = tiny.weights_of(trainer.model)
@@ -263,6 +267,39 @@ def test_evaluate_weights_rows_like_training():
         results[1]["sparse_categorical_accuracy"],
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_fused_update_matches_unfused(k):
+    # One device fuses the update by default, and with k = 1 feeds it the
+    # gradient directly; the unfused update is what several replicas run.
+    _, fused, fused_loss = train(k=k, optimizer="adamw", fused_update=True)
+    _, unfused, unfused_loss = train(k=k, optimizer="adamw",
+                                     fused_update=False)
+    assert tiny.max_abs_diff(fused, unfused) <= TOLERANCE["float32"]
+    np.testing.assert_allclose(fused_loss, unfused_loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fused_update", [True, False])
+def test_non_finite_update_is_skipped_and_counted_float32(fused_update):
+    x, y, w = tiny.token_batch(8)
+    w[3] = np.inf
+    trainer = Trainer(tiny.tiny_classifier(), fused_update=fused_update)
+    trainer.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    trainer.fit(tiny.dataset(*tiny.token_batch(8, seed=1), 8), epochs=1,
+                verbose=0)
+    before = tiny.weights_of(trainer.model)
+
+    trainer.fit(tiny.dataset(x, y, w, 8), epochs=1, verbose=0)
+
+    assert tiny.max_abs_diff(before, tiny.weights_of(trainer.model)) == 0.0
+    assert int(trainer.optimizer.iterations.numpy()) == 1
+    assert int(trainer.nonfinite_updates.numpy()) == 1
+
+
+def test_rejects_bad_fused_update():
+    with pytest.raises(ValueError, match="fused_update"):
+        Trainer(tiny.tiny_classifier(), fused_update="yes")
 
 
 def test_rejects_whole_model_jit():
