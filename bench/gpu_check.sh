@@ -50,8 +50,8 @@ export TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow
 flag=()
 if (( dry_run )); then
   flag=(--dry_run)
-  # Two engine tests stand for the matrix: mixed_float16 + XLA + k=4, and a
-  # non-finite micro-batch skipping the whole update.
+  # Three engine tests stand for the matrix: mixed_float16 + XLA + k=4, and
+  # a non-finite micro-batch skipping the whole update (k=1 and k=2).
   engine_tests="(matrix and none-mixed_float16-True-4) or (non_finite and none)"
   bench_updates=(--warmup=1 --updates=2 --config_timeout=120
                  --hand_picked_length=32)

@@ -40,10 +40,17 @@ from painless_tf import precision
 from painless_tf import report
 
 AUTO = plan_lib.AUTO
-# Length buckets at most: on Rotten Tomatoes 4 leave 22.5% of the positions
-# the model sees as padding, 5 leave 18.9%, 6 leave 15.6%. Each bucket is one
-# more static shape for XLA to compile; 5 keeps padding under 20%.
+# Length buckets at most when XLA compiles the step: on Rotten Tomatoes 4
+# leave 22.5% of the positions the model sees as padding, 5 leave 18.9%, 6
+# leave 15.6%. Each bucket is one more static shape for XLA to compile; 5
+# keeps padding under 20%.
 MAX_BUCKETS = 5
+# Without XLA a new shape costs no compilation, so the boundaries may be any
+# multiple of this many tokens (8 on a GPU, for its tensor cores): 4 leave
+# Rotten Tomatoes 7.9% padding on a CPU and ran an epoch of the default model
+# 1.14x faster than the 5 buckets above; boundaries of any length (4.1%
+# padding) were no faster than multiples of 4.
+UNCOMPILED_BUCKET_MULTIPLE = {"cpu": 4}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,10 +243,19 @@ def prepare(config, *, environment=None):
         # One real update per candidate size, catching out-of-memory.
         fits = memory.MicroBatchProbe(model_path)
     first = decide()
+    if first.xla:
+        multiple, max_buckets = 8, MAX_BUCKETS
+        why = f"at most {MAX_BUCKETS}, each one more shape for XLA to compile"
+    else:
+        multiple = UNCOMPILED_BUCKET_MULTIPLE.get(environment.platform, 8)
+        max_buckets = -(-max_length // multiple)
+        why = (f"multiples of {multiple} tokens, as many as lower the "
+               "padding: without XLA a new shape compiles nothing")
     buckets = pipeline.choose_buckets(
         lengths,
         max_sequence_length=max_length,
-        max_buckets=MAX_BUCKETS,
+        max_buckets=max_buckets,
+        multiple_of=multiple,
         global_batch_size=first.global_batch_size,
     )
     steps = pipeline.steps_per_epoch(
@@ -252,6 +268,7 @@ def prepare(config, *, environment=None):
     for key in ("precision", "micro_batch_size"):
         if key in first.reasons:
             reasons[key] = first.reasons[key]
+    reasons["bucket_boundaries"] = f"from the training lengths: {why}"
     plan = dataclasses.replace(plan, reasons=reasons)
     return Prepared(
         config=config,

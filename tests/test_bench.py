@@ -134,7 +134,7 @@ def test_gpu_check_dry_run_writes_one_complete_json(tmp_path):
         "inputs", "environment", "engine_tests", "plan", "bench"}
     for name, step in report["steps"].items():
         assert step["rc"] == 0 and not step["timed_out"], (name, step)
-    assert report["engine_tests"]["passed"] == 2
+    assert report["engine_tests"]["passed"] == 3
     assert report["engine_tests"]["failed"] == 0
 
     default = report["plan"]["default"]["plan"]
