@@ -401,7 +401,10 @@ def predict_ids(trainer, prepared, split):
         buckets=plan.bucket_boundaries,
         training=False,
     )
-    forward = tf.function(lambda x: trainer(x, training=False))
+    # One trace for every bucket's shape: without XLA there may be many.
+    forward = tf.function(
+        lambda x: trainer(x, training=False), reduce_retracing=True
+    )
     logits = [forward(x).numpy() for x, _, _ in dataset]
     logits = pipeline.restore_order(logits, batch_plan)
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
