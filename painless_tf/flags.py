@@ -107,6 +107,10 @@ def define_plan_flags():
     flags.DEFINE_enum(
         "xla", AUTO, [AUTO, "true", "false"],
         "XLA-compile the per-replica step (auto: on for GPU/TPU).")
+    flags.DEFINE_enum(
+        "fused_update", AUTO, [AUTO, "true", "false"],
+        "XLA-compile the optimizer update as one function (auto: on one "
+        "device; false saves its extra copy of the weights and slots).")
     flags.DEFINE_string(
         "micro_batch_size", AUTO,
         "Examples per replica per forward/backward pass (auto: the largest "
@@ -199,6 +203,7 @@ def run_config(**overrides):
         strategy=FLAGS.strategy,
         precision=FLAGS.precision,
         xla=FLAGS.xla,
+        fused_update=FLAGS.fused_update,
         micro_batch_size=FLAGS.micro_batch_size,
         tpu=FLAGS.tpu,
         optimizer=FLAGS.optimizer,

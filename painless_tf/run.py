@@ -82,6 +82,7 @@ class RunConfig:
     strategy: str = AUTO
     precision: str = AUTO
     xla: bool | str = AUTO
+    fused_update: bool | str = AUTO
     micro_batch_size: int | str = AUTO
     tpu: str | None = None
     optimizer: str = "adamw"
@@ -215,6 +216,7 @@ def prepare(config, *, environment=None):
             learning_rate=config.learning_rate,
             precision=config.precision,
             xla=config.xla,
+            fused_update=config.fused_update,
             micro_batch_size=config.micro_batch_size,
             strategy=config.strategy,
             optimizer=config.optimizer,
@@ -338,7 +340,10 @@ def build_trainer(prepared, strategy):
     with strategy.scope():
         classifier, stages = _classifier(prepared)
         trainer = engine.Trainer(
-            classifier, accumulation_steps=plan.accumulation_steps, xla=plan.xla
+            classifier,
+            accumulation_steps=plan.accumulation_steps,
+            xla=plan.xla,
+            fused_update=plan.fused_update,
         )
         trainer.trainable_stages = stages
         schedule = optimization.WarmupLinearDecay(

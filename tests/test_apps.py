@@ -32,6 +32,7 @@ def tiny_run(tmp_path_factory):
         learning_rate="0.05",
         global_batch_size="16",
         micro_batch_size="8",
+        fused_update="false",  # the default, fused, runs in other tests
     ):
         finetune.main([])
     return root, model_dir
@@ -66,6 +67,8 @@ def test_plan_json_records_the_settings_used(tiny_run):
     assert plan.total_updates == plan.steps_per_epoch * 3
     assert plan.precision in plan_lib.PRECISIONS
     assert set(plan.reasons) >= {"precision", "micro_batch_size", "xla"}
+    assert (plan.fused_update, plan.reasons["fused_update"]) == (
+        False, "set by user")
     with open(os.path.join(model_dir, "metrics.json")) as f:
         assert json.load(f)["optimizer_updates"] == plan.total_updates
 

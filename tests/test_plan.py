@@ -443,6 +443,30 @@ def test_xla_is_on_for_accelerators_and_off_on_cpu():
     assert (forced.xla, forced.reasons["xla"]) == (True, "set by user")
 
 
+def test_fused_update_is_on_for_one_device_only():
+    cpu = make_plan(environment=_cpu(), num_train_examples=10)
+    assert cpu.fused_update is True
+    assert cpu.reasons["fused_update"].startswith("one device")
+    two = make_plan(environment=_gpu(A100, A100), num_train_examples=64)
+    assert (two.strategy, two.fused_update) == ("mirrored", False)
+    off = make_plan(environment=_cpu(), num_train_examples=10,
+                    fused_update="false")
+    assert (off.fused_update, off.reasons["fused_update"]) == (
+        False, "set by user")
+    with pytest.raises(PlanError, match="--fused_update=true with strategy"):
+        make_plan(environment=_gpu(A100, A100), num_train_examples=64,
+                  fused_update="true")
+    with pytest.raises(PlanError, match="--fused_update='yes'"):
+        make_plan(environment=_cpu(), num_train_examples=10,
+                  fused_update="yes")
+
+
+def test_a_plan_written_without_fused_update_runs_unfused():
+    values = make_plan(environment=_cpu(), num_train_examples=10).to_dict()
+    del values["fused_update"]
+    assert Plan.from_dict(values).fused_update is False
+
+
 # === micro-batch and accumulation ===
 
 
@@ -927,7 +951,7 @@ def test_table_has_one_line_per_decision_with_its_reason():
         precision_probe=_Probe(float32=1.31, mixed_bfloat16=1.0),
     )
     lines = plan.table().splitlines()
-    assert len(lines) == 20
+    assert len(lines) == 21
     assert [line.split()[0] for line in lines][:4] == [
         "strategy",
         "num_workers",
