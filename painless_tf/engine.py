@@ -204,7 +204,12 @@ class Trainer(keras.Model):
             )
 
     def _micro_step(self, x, y, sample_weight, micro_batch_size):
-        """Forward, backward and accumulate one micro-batch on one replica."""
+        """Forward, backward and accumulate one micro-batch on one replica.
+
+        Returns the micro-batch's loss and weight sums and predictions, and
+        its gradients on the direct path (which accumulates nothing), else
+        None.
+        """
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             per_example = ops.cast(self._unreduced_loss(y, y_pred), "float32")

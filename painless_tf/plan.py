@@ -1106,9 +1106,19 @@ def _probe_precision(env, probe, cache, probe_key):
     return best, f"measured fastest on this CPU{detail}" + note
 
 
+def _bool_or_auto(value, flag):
+    """A boolean flag's value: True, False or AUTO, from bools or strings."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value == AUTO or isinstance(value, bool):
+        return value
+    raise PlanError(
+        f"--{flag}={value!r} must be true, false or auto. Pass --{flag}=auto."
+    )
+
+
 def _decide_xla(xla, env):
-    if isinstance(xla, str) and xla.lower() in ("true", "false"):
-        xla = xla.lower() == "true"
+    xla = _bool_or_auto(xla, "xla")
     if xla == AUTO:
         if env.platform == "tpu":
             return True, "TPUs always compile with XLA"
@@ -1117,10 +1127,6 @@ def _decide_xla(xla, env):
         return False, (
             "off on CPU: for keras-hub BERT, XLA ran 0.68-1.05x the speed "
             "of plain TensorFlow on a 2-core CPU; pass --xla=true to force"
-        )
-    if not isinstance(xla, bool):
-        raise PlanError(
-            f"--xla={xla!r} must be true, false or auto. Pass --xla=auto."
         )
     if env.platform == "tpu" and not xla:
         raise PlanError(
@@ -1131,8 +1137,9 @@ def _decide_xla(xla, env):
 
 
 def _decide_fused_update(fused_update, strategy):
-    if isinstance(fused_update, str) and fused_update.lower() in ("true", "false"):
-        fused_update = fused_update.lower() == "true"
+    fused_update = _bool_or_auto(fused_update, "fused_update")
+    # The plan's name for what `distribution.fusable_update` tells from a
+    # strategy object: only the one-device strategy can fuse its update.
     one_device = strategy == "default"
     if fused_update == AUTO:
         if one_device:
@@ -1143,11 +1150,6 @@ def _decide_fused_update(fused_update, strategy):
         return False, (
             f"{strategy}: Keras updates each replica's copy of a weight "
             "separately, which one XLA function cannot hold"
-        )
-    if not isinstance(fused_update, bool):
-        raise PlanError(
-            f"--fused_update={fused_update!r} must be true, false or auto. "
-            "Pass --fused_update=auto."
         )
     if fused_update and not one_device:
         raise PlanError(
