@@ -69,6 +69,10 @@ def test_plan_json_records_the_settings_used(tiny_run):
     assert set(plan.reasons) >= {"precision", "micro_batch_size", "xla"}
     assert (plan.fused_update, plan.reasons["fused_update"]) == (
         False, "set by user")
+    # No XLA on a CPU: boundaries at any multiple of 4 tokens, not 5 at most.
+    assert "multiples of 4 tokens" in plan.reasons["bucket_boundaries"]
+    assert all(b % 4 == 0 or b == plan.max_sequence_length
+               for b in plan.bucket_boundaries)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         assert json.load(f)["optimizer_updates"] == plan.total_updates
 

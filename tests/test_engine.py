@@ -273,7 +273,10 @@ def test_evaluate_weights_rows_like_training():
 def test_fused_update_matches_unfused(k):
     # One device fuses the update by default, and with k = 1 feeds it the
     # gradient directly; the unfused update is what several replicas run.
-    _, fused, fused_loss = train(k=k, optimizer="adamw", fused_update=True)
+    trainer, fused, fused_loss = train(k=k, optimizer="adamw",
+                                       fused_update=True)
+    # k = 1 takes the direct path: no accumulators exist.
+    assert (not trainer._accumulators) == (k == 1)
     _, unfused, unfused_loss = train(k=k, optimizer="adamw",
                                      fused_update=False)
     assert tiny.max_abs_diff(fused, unfused) <= TOLERANCE["float32"]

@@ -93,6 +93,9 @@ def test_plan_for_a_tpu_uses_bfloat16_xla_and_static_buckets(tmp_path):
     assert plan.precision == "mixed_bfloat16" and plan.xla
     assert plan.global_batch_size % 8 == 0
     assert plan.bucket_boundaries  # a few static shapes for XLA
+    assert len(plan.bucket_boundaries) <= run.MAX_BUCKETS
+    assert "each one more shape for XLA" in plan.reasons["bucket_boundaries"]
+    assert plan.fused_update is False  # 8 replicas update separately
     assert not os.path.exists(tmp_path / "out")  # prepare writes nothing
 
 
