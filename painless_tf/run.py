@@ -415,6 +415,13 @@ def predict_ids(trainer, prepared, split):
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
+def run_record(config):
+    """The run's config as JSON-ready dict (`run.json`): what later tools
+    (evaluate, export) read instead of asking for the data again."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
 def write_json(path, payload):
     """Writes JSON atomically (see `atomic.write_text`)."""
     atomic.write_json(path, payload, indent=2, sort_keys=True)
@@ -456,7 +463,7 @@ def data_fingerprint(tokenized):
 
 def _remove_run(model_dir):
     for name in ("checkpoints", "model", "plan.json", "labels.json",
-                 "metrics.json", "evaluation.json", "history.json",
+                 "metrics.json", "evaluation.json", "history.json", "run.json",
                  "report.html",
                  "tensorboard", "export", lr_finder.PLOT_FILE):
         path = os.path.join(model_dir, name)
@@ -581,6 +588,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
     if chief:
         plan.to_json(os.path.join(model_dir, "plan.json"))
         prepared.splits.vocab.to_json(os.path.join(model_dir, "labels.json"))
+        write_json(os.path.join(model_dir, "run.json"), run_record(config))
 
     strategy = strategy or distribution.make_strategy(
         plan.strategy, tpu=config.tpu
