@@ -16,6 +16,8 @@ Run the same command again after a crash, a kill or a preemption (SIGTERM)
 and it resumes from the last checkpoint.
 """
 
+import contextlib
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -43,11 +45,17 @@ def main(argv):
         distribution.make_strategy("multi_worker_mirrored")
         if environment.num_workers > 1 else None
     )
-    prepared = run.prepare(config, environment=environment)
-    outputs = run.fit_and_save(
-        prepared, strategy=strategy, clock=clock,
-        checkpoints=painless_flags.checkpoint_options(),
-    )
+    checkpoints = painless_flags.checkpoint_options()
+    # The folder is checked and locked before any data is read.
+    with run.open_model_dir(config, environment) or contextlib.nullcontext() as owner:
+        prepared = run.prepare(
+            config, environment=environment,
+            recorded=run.recorded_plan(config, overwrite=checkpoints.overwrite),
+        )
+        outputs = run.fit_and_save(
+            prepared, strategy=strategy, clock=clock, checkpoints=checkpoints,
+            owner=owner,
+        )
     if outputs is not None:  # None: preempted, checkpoint written
         print(f"test accuracy: {outputs['test_accuracy']:.4f} "
               f"({outputs['wall_seconds']:.0f} s) -> {config.model_dir}")

@@ -1276,6 +1276,16 @@ def _decode(source, data, encoding):
             f"Pass the file's real encoding, e.g. --encoding={other}, or "
             f"re-save it as {encoding}."
         ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        # No text format holds NUL: binary corruption, or a UTF-16 file
+        # read as UTF-8.
+        line = text.count("\n", 0, nul) + 1
+        raise DataError(
+            f"{source} line {line}: a NUL byte, which no text file holds: "
+            "the file is corrupt or binary (or UTF-16: pass "
+            "--encoding=utf-16). Fix or delete that line."
+        )
     # A byte order mark (Excel writes one) is not part of the first header.
     return text[1:] if text.startswith("\ufeff") else text
 

@@ -5,8 +5,11 @@ field it fills. Cross-flag rules are `multi_flags_validator`s, so a bad
 combination fails at parse time with a one-line message.
 """
 
+import errno
 import functools
 import sys
+
+import tensorflow as tf
 
 from absl import flags
 from absl import logging
@@ -232,6 +235,36 @@ USER_ERRORS = (
 )
 
 
+_DISK_FULL = "No space left on device"
+_FREE_SPACE = ("Free some space and run the same command again: it resumes "
+               "from the last checkpoint.")
+_OS_HINTS = {
+    errno.ENOSPC: _FREE_SPACE,
+    errno.EDQUOT: _FREE_SPACE,
+    errno.EACCES: "Fix its permissions or choose another path.",
+    errno.EPERM: "Fix its permissions or choose another path.",
+    errno.EROFS: "It is on a read-only file system: choose another path.",
+    errno.ENOTDIR: "A file stands where a folder is needed: choose another "
+                   "path.",
+    errno.EISDIR: "A folder stands where a file is needed: choose another "
+                  "path.",
+    errno.ENOENT: "Check the path.",
+}
+
+
+def os_error_line(error):
+    """One line for an `OSError` on a user's path: the path, what went
+    wrong, what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    what = error.strerror or str(error)
+    hint = _OS_HINTS.get(error.errno, "Check the path and the disk.")
+    return f"{where}: {what}. {hint}"
+
+
+def _first_line(error):
+    return " ".join(str(error).split())[:300]
+
+
 def one_line_errors(main):
     """Wraps an app's `main` so user mistakes print one line, exit 2."""
 
@@ -243,6 +276,18 @@ def one_line_errors(main):
             message = " ".join(str(error).split())
             logging.debug("user error", exc_info=True)
             print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as error:
+            # The user's paths (folders, files, disks): one line, the path.
+            logging.debug("OS error", exc_info=True)
+            print(f"error: {os_error_line(error)}", file=sys.stderr)
+            sys.exit(2)
+        except tf.errors.OpError as error:
+            if _DISK_FULL not in str(error):
+                raise
+            logging.debug("disk full", exc_info=True)
+            print(f"error: {_DISK_FULL} while TensorFlow wrote a file "
+                  f"({_first_line(error)}). {_FREE_SPACE}", file=sys.stderr)
             sys.exit(2)
         except distribution.WorkerLostError as error:
             # Not the user's mistake: exit 1, as for any other crash.

@@ -39,6 +39,7 @@ import tensorflow_text as tf_text
 from absl import logging
 
 from painless_tf import assets
+from painless_tf import atomic
 
 # A TCP handshake to a hub takes well under a second when the hub is reachable.
 _PROBE_TIMEOUT_S = 3.0
@@ -225,27 +226,24 @@ def save_classifier(
             f"{path} exists and is not a keras-hub preset folder; refusing "
             "to overwrite it. Pass a new or empty folder."
         )
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
     classifier = float32_copy(classifier)
-    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
+    with atomic.building_dir(path) as staging:
         classifier.save_to_preset(staging)
+        _apply_umask(staging)
         if verify:
             _verify_round_trip(classifier, staging)
-        if os.path.lexists(path):
-            # A rename cannot replace a non-empty folder: set the old one
-            # aside, rename, then delete it.
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.replace(path, os.path.join(old, name))
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     logging.info("model: saved %s as a keras-hub preset", path)
     return path
+
+
+def _apply_umask(folder):
+    """keras-hub writes its files with open(); this makes sure every file
+    and folder has the process umask's mode, like the rest of the run."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), atomic.dir_mode())
+        for name in files:
+            os.chmod(os.path.join(root, name), atomic.file_mode())
 
 
 def float32_copy(classifier):

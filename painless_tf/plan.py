@@ -40,10 +40,12 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from painless_tf import atomic
+from painless_tf import batching
 from painless_tf import freezing
 from painless_tf.hardware import Environment
 from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
@@ -177,6 +179,24 @@ class FitsProbe(Protocol):
         xla: bool,
         max_sequence_length: int,
     ) -> bool: ...
+
+
+class LearningRateProbe(Protocol):
+    """Measures the peak learning rate of a plan (the LR range test).
+
+    Called once, with the plan decided but for the rate; returns an object
+    with `learning_rate`, `reason` and `to_dict()`
+    (`lr_finder.RangeTestResult`).
+
+    Examples:
+    >>> import types
+    >>> probe = lambda plan: types.SimpleNamespace(learning_rate=5e-5,
+    ...     reason="range test", to_dict=lambda: {"learning_rate": 5e-5})
+    >>> probe(None).learning_rate
+    5e-05
+    """
+
+    def __call__(self, plan: "Plan"): ...
 
 
 def default_cache_dir() -> str:
@@ -512,6 +532,10 @@ def make_plan(
     trainable_layers: int | str = freezing.ALL,
     unfreeze: str = "none",
     num_layers: int | None = None,
+    train_lengths: Sequence[int] | None = None,
+    longest_text: int | None = None,
+    learning_rate_probe: "LearningRateProbe | None" = None,
+    recorded: "Plan | None" = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -568,6 +592,18 @@ def make_plan(
         unfreeze: str. "none", or "gradual": one more layer per epoch.
         num_layers: int | None. The model's encoder layers, to check
             `trainable_layers` against.
+        train_lengths: Sequence[int] | None. Token lengths of the training
+            texts: with them the plan chooses the length buckets
+            (`batching.bucket_rule`) and counts the steps per epoch.
+        longest_text: int | None. Tokens of the longest validation or test
+            text: the last bucket covers it.
+        learning_rate_probe: LearningRateProbe | None. With
+            `learning_rate="auto"`, measures the peak rate on the plan
+            decided so far (the LR range test); None keeps the recipe's.
+        recorded: Plan | None. The plan this run recorded when it started
+            (a resumed run): its measured decisions (precision, micro-batch,
+            learning rate) are kept instead of measured again, so a resumed
+            run trains with the plan it started with.
 
     Returns:
         The `Plan`.
@@ -613,28 +649,38 @@ def make_plan(
     else:
         max_sequence_length = _positive_int(max_sequence_length, "max_sequence_length")
         reasons["max_sequence_length"] = "set by user"
-    bucket_boundaries = tuple(bucket_boundaries or ())
-    try:
-        _check_boundaries(bucket_boundaries, max_sequence_length)
-    except PlanError as e:
-        raise PlanError(f"--bucket_boundaries: {e}") from None
-    reasons["bucket_boundaries"] = (
-        "supplied by the data pipeline"
-        if bucket_boundaries
-        else "none: every batch is padded to max_sequence_length"
-    )
 
     cache = _ProbeCache(cache_dir or default_cache_dir()) if probe_key else None
-    precision, reasons["precision"] = _decide_precision(
-        precision, env, precision_probe, cache, probe_key
-    )
+    if precision == AUTO and recorded is not None:
+        precision, reasons["precision"] = recorded.precision, _kept(
+            recorded, "precision")
+    else:
+        precision, reasons["precision"] = _decide_precision(
+            precision, env, precision_probe, cache, probe_key
+        )
     xla, reasons["xla"] = _decide_xla(xla, env)
     fused_update, reasons["fused_update"] = _decide_fused_update(
         fused_update, strategy
     )
 
+    bucket_boundaries, reasons["bucket_boundaries"] = _decide_buckets(
+        bucket_boundaries, train_lengths, longest_text, xla=xla,
+        platform=env.platform, max_sequence_length=max_sequence_length,
+        global_batch_size=global_batch_size,
+    )
+    if train_lengths is not None and steps_per_epoch is None:
+        steps_per_epoch = batching.steps_per_epoch(
+            np.asarray(train_lengths), global_batch_size=global_batch_size,
+            buckets=bucket_boundaries or (max_sequence_length,),
+        )
+
     per_replica = global_batch_size // num_replicas
-    if micro_batch_size == AUTO:
+    if (micro_batch_size == AUTO and recorded is not None
+            and recorded.global_batch_size == global_batch_size
+            and recorded.num_replicas == num_replicas):
+        micro_batch_size, reasons["micro_batch_size"] = (
+            recorded.micro_batch_size, _kept(recorded, "micro_batch_size"))
+    elif micro_batch_size == AUTO:
         micro_batch_size, reasons["micro_batch_size"] = _decide_micro_batch(
             env=env,
             per_replica=per_replica,
@@ -671,7 +717,8 @@ def make_plan(
     momentum, nesterov, reasons["momentum"], reasons["nesterov"] = (
         _decide_momentum(optimizer, momentum, nesterov)
     )
-    if learning_rate == AUTO:
+    rate_is_auto = learning_rate == AUTO
+    if rate_is_auto:
         learning_rate, reasons["learning_rate"] = _default_learning_rate(
             optimizer, global_batch_size,
             hidden_dim=ModelDims(*model_dims).hidden_dim if model_dims else None,
@@ -716,7 +763,7 @@ def make_plan(
         trainable_layers, unfreeze, num_layers, epochs
     )
 
-    return Plan(
+    plan = Plan(
         strategy=strategy,
         num_replicas=num_replicas,
         num_workers=env.num_workers,
@@ -744,6 +791,65 @@ def make_plan(
         unfreeze=unfreeze,
         reasons=reasons,
     )
+    if not rate_is_auto:
+        return plan
+    measured = None
+    if recorded is not None and recorded.lr_range_test:
+        measured = dict(recorded.lr_range_test)
+        reason = _kept(recorded, "learning_rate")
+        rate = recorded.learning_rate
+    elif learning_rate_probe is not None:
+        result = learning_rate_probe(plan)
+        measured, rate, reason = (
+            result.to_dict(), result.learning_rate, result.reason)
+    if measured is None:
+        return plan
+    return dataclasses.replace(
+        plan, learning_rate=rate, lr_range_test=measured,
+        reasons={**plan.reasons, "learning_rate": reason},
+    )
+
+
+def _kept(recorded, name):
+    """The reason of a measured decision a resumed run keeps."""
+    why = recorded.reasons.get(name, "")
+    return f"{why} (measured when this run started; kept on resume)".lstrip()
+
+
+def _decide_buckets(boundaries, train_lengths, longest_text, *, xla, platform,
+                    max_sequence_length, global_batch_size):
+    """Returns (bucket boundaries, reason)."""
+    if boundaries:
+        boundaries = tuple(boundaries)
+        try:
+            _check_boundaries(boundaries, max_sequence_length)
+        except PlanError as e:
+            raise PlanError(f"bucket_boundaries: {e}") from None
+        why = "given"
+        multiple = 1
+    elif train_lengths is not None and len(train_lengths):
+        multiple, max_buckets, rule = batching.bucket_rule(
+            xla=xla, platform=platform,
+            max_sequence_length=max_sequence_length,
+        )
+        boundaries = batching.choose_buckets(
+            np.asarray(train_lengths), max_sequence_length=max_sequence_length,
+            max_buckets=max_buckets, multiple_of=multiple,
+            global_batch_size=global_batch_size,
+        )
+        why = f"from the training lengths: {rule}"
+    else:
+        return (), "none: every batch is padded to max_sequence_length"
+    if longest_text:
+        covered = batching.cover_every_split(
+            boundaries, longest_text, max_sequence_length=max_sequence_length,
+            multiple_of=max(multiple, 1),
+        )
+        if covered != boundaries:
+            why += (f"; {covered[-1]} added for a validation/test text of "
+                    f"{longest_text} tokens")
+            boundaries = covered
+    return boundaries, why
 
 
 # === Decisions ===

@@ -7,9 +7,10 @@ dir and before the first training step.
 """
 
 import dataclasses
+import functools
 import hashlib
+import json
 import os
-import shutil
 import tempfile
 import time
 
@@ -32,6 +33,7 @@ from painless_tf import freezing
 from painless_tf import hardware
 from painless_tf import lr_finder
 from painless_tf import memory
+from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
 from painless_tf import optimization
 from painless_tf import pipeline
@@ -40,19 +42,6 @@ from painless_tf import precision
 from painless_tf import report
 
 AUTO = plan_lib.AUTO
-# Length buckets at most when XLA compiles the step: on Rotten Tomatoes 4
-# leave 22.5% of the positions the model sees as padding, 5 leave 18.9%, 6
-# leave 15.6%. Each bucket is one more static shape for XLA to compile; 5
-# keeps padding under 20%.
-MAX_BUCKETS = 5
-# Without XLA a new shape costs no compilation, so the boundaries may be any
-# multiple of this many tokens (8 on a GPU, for its tensor cores): 4 leave
-# Rotten Tomatoes 7.9% padding on a CPU and ran an epoch of the default model
-# 1.14x faster than the 5 buckets above; boundaries of any length (4.1%
-# padding) were no faster than multiples of 4.
-UNCOMPILED_BUCKET_MULTIPLE = {"cpu": 4}
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """What the user asked for; every field is a flag of `apps/finetune.py`.
@@ -172,8 +161,15 @@ def load_data(config):
     return splits
 
 
-def prepare(config, *, environment=None):
+def prepare(config, *, environment=None, recorded=None):
     """Validates the input, tokenizes it once and decides the plan.
+
+    The plan is made once (`plan.make_plan`), with its probes: the CPU
+    precision probe, the GPU micro-batch probe and, for
+    `learning_rate="auto"`, the LR range test. `recorded` is the plan a
+    resumed run started with (`model_dir.ModelDir.recorded_plan`): its
+    measured decisions are kept. The returned plan is final: nothing
+    changes it afterwards.
 
     Writes nothing. Raises `data.DataError`, `models.ModelError`,
     `plan.PlanError` or `ValueError` with a one-line message.
@@ -205,73 +201,56 @@ def prepare(config, *, environment=None):
         )
         for name in ("train", "validation", "test")
     }
-    lengths = tokenized["train"].lengths
-
-    def decide(**extra):
-        return plan_lib.make_plan(
-            environment=environment,
-            num_train_examples=len(splits.train),
-            epochs=config.epochs,
-            global_batch_size=config.global_batch_size,
-            learning_rate=config.learning_rate,
-            precision=config.precision,
-            xla=config.xla,
-            fused_update=config.fused_update,
-            micro_batch_size=config.micro_batch_size,
-            strategy=config.strategy,
-            optimizer=config.optimizer,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            max_sequence_length=config.max_sequence_length,
-            model_max_sequence_length=info.max_sequence_length,
-            model_params=info.num_params,
-            model_dims=_dims(info),
-            seed=config.seed,
-            warmup_fraction=config.warmup_fraction,
-            weight_decay=config.weight_decay,
-            trainable_layers=config.trainable_layers,
-            unfreeze=config.unfreeze,
-            num_layers=info.num_layers,
-            precision_probe=probe,
-            fits_probe=fits,
-            probe_key=_probe_key(model_path, max_length),
-            **extra,
-        )
+    longest = max(
+        int(np.max(tokenized[name].lengths, initial=0))
+        for name in ("validation", "test")
+    )
+    num_classes = len(splits.vocab)
 
     probe = fits = None
     if environment.platform == "cpu" and config.precision == AUTO:
-        probe = _precision_probe(model_path, len(splits.vocab), tokenized["train"])
+        probe = _precision_probe(model_path, num_classes, tokenized["train"])
     if environment.platform == "gpu" and config.micro_batch_size == AUTO:
         # One real update per candidate size, catching out-of-memory.
         fits = memory.MicroBatchProbe(model_path)
-    first = decide()
-    if first.xla:
-        multiple, max_buckets = 8, MAX_BUCKETS
-        why = f"at most {MAX_BUCKETS}, each one more shape for XLA to compile"
-    else:
-        multiple = UNCOMPILED_BUCKET_MULTIPLE.get(environment.platform, 8)
-        max_buckets = -(-max_length // multiple)
-        why = (f"multiples of {multiple} tokens, as many as lower the "
-               "padding: without XLA a new shape compiles nothing")
-    buckets = pipeline.choose_buckets(
-        lengths,
-        max_sequence_length=max_length,
-        max_buckets=max_buckets,
-        multiple_of=multiple,
-        global_batch_size=first.global_batch_size,
+    rate_probe = None
+    if config.learning_rate == AUTO and config.lr_range_test_steps:
+        rate_probe = functools.partial(
+            _range_test, config=config, model_path=model_path,
+            num_classes=num_classes, train=tokenized["train"],
+        )
+    plan = plan_lib.make_plan(
+        environment=environment,
+        num_train_examples=len(splits.train),
+        epochs=config.epochs,
+        global_batch_size=config.global_batch_size,
+        learning_rate=config.learning_rate,
+        precision=config.precision,
+        xla=config.xla,
+        fused_update=config.fused_update,
+        micro_batch_size=config.micro_batch_size,
+        strategy=config.strategy,
+        optimizer=config.optimizer,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        max_sequence_length=config.max_sequence_length,
+        model_max_sequence_length=info.max_sequence_length,
+        model_params=info.num_params,
+        model_dims=_dims(info),
+        seed=config.seed,
+        warmup_fraction=config.warmup_fraction,
+        weight_decay=config.weight_decay,
+        trainable_layers=config.trainable_layers,
+        unfreeze=config.unfreeze,
+        num_layers=info.num_layers,
+        precision_probe=probe,
+        fits_probe=fits,
+        probe_key=_probe_key(model_path, max_length),
+        train_lengths=tokenized["train"].lengths,
+        longest_text=longest,
+        learning_rate_probe=rate_probe,
+        recorded=recorded,
     )
-    steps = pipeline.steps_per_epoch(
-        lengths, global_batch_size=first.global_batch_size, buckets=buckets
-    )
-    plan = decide(bucket_boundaries=buckets, steps_per_epoch=steps)
-    # The second decision reads the probes the first one ran (and cached):
-    # keep the first's words for them.
-    reasons = {**plan.reasons}
-    for key in ("precision", "micro_batch_size"):
-        if key in first.reasons:
-            reasons[key] = first.reasons[key]
-    reasons["bucket_boundaries"] = f"from the training lengths: {why}"
-    plan = dataclasses.replace(plan, reasons=reasons)
     return Prepared(
         config=config,
         splits=splits,
@@ -279,6 +258,19 @@ def prepare(config, *, environment=None):
         plan=plan,
         environment=environment,
         model_path=model_path,
+    )
+
+
+def _range_test(plan, *, config, model_path, num_classes, train):
+    """The LR range test on the real model, as the run will train it."""
+    return lr_finder.find_learning_rate(
+        plan,
+        make_classifier=lambda: _load_classifier(
+            model_path, num_classes, plan, dropout=config.dropout,
+            first_epoch_only=True)[0],
+        train=train,
+        options=lr_finder.RangeTestOptions(
+            num_steps=config.lr_range_test_steps),
     )
 
 
@@ -316,12 +308,19 @@ def _classifier(prepared, *, first_epoch_only=False):
     Its trainable layers are the first epoch's with `first_epoch_only`, else
     the widest set of the run, which the optimizer is built on.
     """
-    plan = prepared.plan
+    return _load_classifier(
+        prepared.model_path, len(prepared.splits.vocab), prepared.plan,
+        dropout=prepared.config.dropout, first_epoch_only=first_epoch_only,
+    )
+
+
+def _load_classifier(model_path, num_classes, plan, *, dropout,
+                     first_epoch_only=False):
     classifier = models.load_classifier(
-        prepared.model_path,
-        num_classes=len(prepared.splits.vocab),
+        model_path,
+        num_classes=num_classes,
         sequence_length=plan.max_sequence_length,
-        dropout=prepared.config.dropout,
+        dropout=dropout,
     )
     freeze = freezing.FreezeOptions(plan.trainable_layers, plan.unfreeze)
     if not freeze.partial:
@@ -461,16 +460,12 @@ def data_fingerprint(tokenized):
     return digest.hexdigest()[:16]
 
 
-def _remove_run(model_dir):
-    for name in ("checkpoints", "model", "plan.json", "labels.json",
-                 "metrics.json", "evaluation.json", "history.json", "run.json",
-                 "report.html",
-                 "tensorboard", "export", lr_finder.PLOT_FILE):
-        path = os.path.join(model_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+def _outputs(plan):
+    """The model dir entries a run with `plan` writes."""
+    names = [n for n in model_dir_lib.LAYOUT if n != model_dir_lib.EXPORT]
+    if not plan.lr_range_test:
+        names.remove(model_dir_lib.LR_PLOT)
+    return names
 
 
 def _epoch_dataset(prepared, strategy, epoch, start_batch, skipped):
@@ -526,12 +521,46 @@ def _without_skipped(dataset, plan, epoch, start_batch, skipped):
     return dataset
 
 
+def open_model_dir(config, environment):
+    """Takes `config.model_dir` for this run (the chief only): checks that it
+    is a folder the run may write, locks it; None on other workers, which
+    write nothing there. Raises `model_dir.ModelDirError` in one line.
+
+    Call it before `prepare`, so a bad folder costs no data preparation.
+    """
+    if not distribution.is_chief(environment):
+        return None
+    return model_dir_lib.ModelDir(config.model_dir)
+
+
+def recorded_plan(config, *, overwrite=False):
+    """The plan this same run recorded in its model dir when it started, or
+    None: a resumed run keeps its measured decisions (`prepare(recorded=)`).
+
+    "This same run": its run.json equals `config`'s. Any worker may read it.
+    """
+    if overwrite:
+        return None
+    path = config.model_dir
+    try:
+        with open(os.path.join(path, model_dir_lib.RUN), encoding="utf-8") as f:
+            recorded = json.load(f)
+        if recorded != json.loads(json.dumps(run_record(config))):
+            return None
+        return plan_lib.Plan.from_json(os.path.join(path, model_dir_lib.PLAN))
+    except (OSError, ValueError):
+        return None
+
+
 def fit_and_save(
     prepared, *, strategy=None, clock=None, callbacks=(), verbose="auto",
-    checkpoints=CheckpointOptions(),
+    checkpoints=CheckpointOptions(), owner=None,
 ):
     """Trains as planned (resuming if the model dir holds the same run),
     evaluates, and writes the model dir.
+
+    `owner` is the chief's `open_model_dir(...)`; without it the chief
+    opens (and locks) the model dir here.
 
     Returns the metrics written to `metrics.json`, or None when a
     preemption signal stopped the run after its checkpoint.
@@ -539,11 +568,15 @@ def fit_and_save(
     Raises:
         distribution.WorkerLostError: another worker of a multi-worker job
             died; the message names it.
+        model_dir.ModelDirError: the model dir is not the run's to write.
     """
+    opened = owner is None and distribution.is_chief(prepared.environment)
+    if opened:
+        owner = open_model_dir(prepared.config, prepared.environment)
     try:
         return _fit_and_save(prepared, strategy=strategy, clock=clock,
                              callbacks=callbacks, verbose=verbose,
-                             checkpoints=checkpoints)
+                             checkpoints=checkpoints, owner=owner)
     except tf.errors.OpError as error:
         lost = distribution.worker_lost(
             error, prepared.environment,
@@ -553,21 +586,21 @@ def fit_and_save(
         if lost is None:
             raise
         raise lost from error
+    finally:
+        if opened:
+            owner.release()
 
 
 def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
-                  checkpoints):
+                  checkpoints, owner):
     clock = clock or Clock()
     config = prepared.config
     model_dir = config.model_dir
-    checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    chief = distribution.is_chief(prepared.environment)
+    checkpoint_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINTS)
+    chief = owner is not None
     if checkpoints.overwrite and chief:
-        _remove_run(model_dir)
+        owner.remove_listed()
     saved = checkpointing.CheckpointManager(checkpoint_dir, {}).latest_manifest()
-    if config.learning_rate == AUTO and config.lr_range_test_steps:
-        prepared = choose_learning_rate(prepared, resuming=saved is not None,
-                                        chief=chief)
     plan = prepared.plan
     signature = checkpointing.run_signature(
         config, plan, data_fingerprint(prepared.tokenized["train"])
@@ -584,11 +617,17 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
             )
 
     print(plan.table(), flush=True)
-    os.makedirs(model_dir, exist_ok=True)
     if chief:
-        plan.to_json(os.path.join(model_dir, "plan.json"))
-        prepared.splits.vocab.to_json(os.path.join(model_dir, "labels.json"))
-        write_json(os.path.join(model_dir, "run.json"), run_record(config))
+        # Says what it will write before it writes.
+        owner.claim_all(_outputs(plan))
+        write_json(owner.claim(model_dir_lib.RUN), run_record(config))
+        plan.to_json(owner.claim(model_dir_lib.PLAN))
+        prepared.splits.vocab.to_json(owner.claim(model_dir_lib.LABELS))
+        if plan.lr_range_test:
+            lr_finder.plot(
+                lr_finder.RangeTestResult.from_dict(plan.lr_range_test),
+                owner.claim(model_dir_lib.LR_PLOT),
+            )
 
     strategy = strategy or distribution.make_strategy(
         plan.strategy, tpu=config.tpu
@@ -631,8 +670,12 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
         float16=plan.precision == "mixed_float16"
     )
     evaluation = datasets(prepared, strategy)
-    fit_seconds = 0.0
-    history = {}
+    # What earlier processes of this run trained, so a resumed or re-run
+    # end phase reports the whole run.
+    progress = owner.read_progress() if chief and position.updates else {}
+    fit_seconds = float(progress.get("fit_seconds", 0.0))
+    history = {k: list(v) for k, v in progress.get("history", {}).items()}
+    summary = progress.get("summary", {})
     with checkpointing.Preemption() as preemption:
         saver = checkpointing.CheckpointCallback(
             manager,
@@ -686,43 +729,18 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
             for key, values in result.history.items():
                 history.setdefault(key, []).extend(values)
             position = saver.position
+            summary = {**summary, **_trained(callbacks_lib.summarize(monitoring))}
+            if chief:
+                owner.write_progress({"fit_seconds": fit_seconds,
+                                      "history": history, "summary": summary})
 
     return _finish(prepared, trainer, evaluation, history, fit_seconds,
-                   clock, chief=chief, monitoring=monitoring)
+                   clock, owner=owner, summary=summary)
 
 
-def choose_learning_rate(prepared, *, resuming=False, chief=True):
-    """`--learning_rate=auto`: the LR range test picks the peak rate.
-
-    Returns `prepared` with the rate, its reason and the curve in the plan;
-    the chief draws the curve into the model dir. A resumed run keeps the
-    rate its plan.json recorded rather than sweeping again.
-    """
-    plan = prepared.plan
-    path = os.path.join(prepared.config.model_dir, "plan.json")
-    result = None
-    if resuming and os.path.exists(path):
-        recorded = plan_lib.Plan.from_json(path).lr_range_test
-        if recorded:
-            result = lr_finder.RangeTestResult.from_dict(recorded)
-    if result is None:
-        result = lr_finder.find_learning_rate(
-            plan,
-            make_classifier=lambda: _classifier(
-                prepared, first_epoch_only=True)[0],
-            train=prepared.tokenized["train"],
-            options=lr_finder.RangeTestOptions(
-                num_steps=prepared.config.lr_range_test_steps
-            ),
-            output_dir=prepared.config.model_dir if chief else None,
-        )
-    plan = dataclasses.replace(
-        plan,
-        learning_rate=result.learning_rate,
-        lr_range_test=result.to_dict(),
-        reasons={**plan.reasons, "learning_rate": result.reason},
-    )
-    return dataclasses.replace(prepared, plan=plan)
+def _trained(summary):
+    """The measured values of a monitors' summary (None: not measured)."""
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 def _roll_back(manager, position, bad, schedule, checkpoints):
@@ -755,7 +773,14 @@ def _roll_back(manager, position, bad, schedule, checkpoints):
 
 
 def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
-            chief=True, monitoring=()):
+            owner=None, summary=None):
+    """The end phase: evaluate, then write metrics, the model and the report.
+
+    Idempotent: a re-run after success, or after a kill anywhere in here,
+    writes the same files (training measurements come from `summary`, kept
+    across processes in the model dir's progress file). The metrics are
+    written before the model, and free space is checked before the model.
+    """
     config, plan = prepared.config, prepared.plan
     metrics = {
         "text_columns": list(config.text_columns),
@@ -765,7 +790,7 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
         "train_examples": len(prepared.splits.train),
         "train_examples_per_sec": (
             len(prepared.splits.train) * plan.epochs / fit_seconds
-            if history else None
+            if history and fit_seconds else None
         ),
         "fit_seconds": fit_seconds,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
@@ -781,21 +806,31 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     metrics["test_accuracy"] = accuracy(
         probabilities, prepared.splits.test.labels
     )
-    metrics.update(callbacks_lib.summarize(monitoring))
+    metrics.update(callbacks_lib.summarize(()))
+    metrics.update(summary or {})
     metrics["peak_flops_source"] = flops.peak_flops_source(
         prepared.environment, plan.precision
     )
     metrics["wall_seconds"] = clock.seconds()
-    if chief:
+    if owner is not None:
         result = evaluation_lib.classification_report(
             prepared.splits.test.labels, probabilities.argmax(-1),
             prepared.splits.vocab.names,
         )
-        write_json(os.path.join(config.model_dir, "evaluation.json"), result)
-        models.save_classifier(
-            trainer.model, os.path.join(config.model_dir, "model")
-        )
+        write_json(owner.claim(model_dir_lib.EVALUATION), result)
+        write_json(owner.claim(model_dir_lib.METRICS), metrics)
+        model_path = owner.claim(model_dir_lib.MODEL)
+        owner.check_space(_saved_bytes(trainer.model), "saving the model")
+        models.save_classifier(trainer.model, model_path)
         metrics["wall_seconds"] = clock.seconds()
-        write_json(os.path.join(config.model_dir, "metrics.json"), metrics)
+        write_json(owner.claim(model_dir_lib.METRICS), metrics)
+        owner.claim(model_dir_lib.REPORT)
         report.write_report(config.model_dir, evaluation=result)
     return metrics
+
+
+def _saved_bytes(model):
+    """About what `models.save_classifier` adds to the disk: the float32
+    weights and the tokenizer assets, in a new folder beside the old one."""
+    weights = sum(int(np.prod(v.shape)) for v in model.weights) * 4
+    return weights + 16 * 2**20
