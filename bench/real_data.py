@@ -119,8 +119,8 @@ def _read_convention(folder):
         ]
 
 
-def _read_drug_reviews(folder):
-    """Drugs.com reviews (train then test file), rating bucketed to 3 classes."""
+def _drug_review_rows(folder):
+    """Drugs.com reviews from the train then the test file, as dicts."""
     rows = []
     with zipfile.ZipFile(os.path.join(folder, "drugsCom.zip")) as archive:
         for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
@@ -130,9 +130,21 @@ def _read_drug_reviews(folder):
                 # Reviews arrive wrapped in quotes, with HTML entities.
                 review = html.unescape(row["review"]).strip().strip('"')
                 if review.strip():
-                    rows.append({"text": review.strip(),
-                                 "label": row["rating"]})
+                    rows.append(dict(row, review=review.strip()))
     return rows
+
+
+def _read_drug_reviews(folder):
+    """The rating, bucketed by the packager: negative 1-4, neutral 5-6,
+    positive 7-10."""
+    return [{"text": r["review"], "label": r["rating"]}
+            for r in _drug_review_rows(folder)]
+
+
+def _read_drug_review_votes(folder):
+    """How many readers found the review useful (0 and up, heavy-tailed)."""
+    return [{"text": r["review"], "label": float(r["usefulCount"])}
+            for r in _drug_review_rows(folder)]
 
 
 def _read_vader(folder):
@@ -190,6 +202,13 @@ SETS = (
         kind="imbalanced classification (3 classes, 7:1)",
         asset=_DRUG_REVIEWS,
         read=_read_drug_reviews,
+    ),
+    RealSet(
+        name="drug-review-votes",
+        task="regression",
+        kind="regression on reviews (useful votes, heavy-tailed)",
+        asset=_DRUG_REVIEWS,
+        read=_read_drug_review_votes,
     ),
     RealSet(
         name="vader-lexicon",
