@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import zipfile
@@ -163,7 +164,7 @@ def _read_general_inquirer(folder):
     """Harvard General Inquirer entries -> their categories.
 
     The text is the word, plus its sense gloss when the entry has one
-    ("about: preposition, concerning"); senses that read the same are merged
+    ("about: prep-adv: Almost, approximately"); senses that read the same are merged
     with the union of their categories. Entries without a category go.
     """
     path = os.path.join(folder, "inqtabs.txt")
@@ -176,7 +177,8 @@ def _read_general_inquirer(folder):
     for fields in table[1:]:
         fields += [""] * (len(header) - len(fields))
         word = fields[0].split("#")[0].lower()
-        gloss = fields[defined].partition("|")[2].strip()
+        # "| 11% prep-adv: Almost": the share of the word's uses goes.
+        gloss = re.sub(r"^\d+% ", "", fields[defined].partition("|")[2].strip())
         text = f"{word}: {gloss}" if gloss else word
         labels = [c for i, c in categories if fields[i].strip()]
         if word and labels:
