@@ -164,8 +164,9 @@ def _read_general_inquirer(folder):
     """Harvard General Inquirer entries -> their categories.
 
     The text is the word, plus its sense gloss when the entry has one
-    ("about: prep-adv: Almost, approximately"); senses that read the same are merged
-    with the union of their categories. Entries without a category go.
+    ("about: prep-adv: Almost, approximately"); senses that read the same
+    are merged with the union of their categories. Entries without a
+    category go.
     """
     path = os.path.join(folder, "inqtabs.txt")
     with open(path, encoding="latin-1", newline="") as f:
@@ -178,7 +179,8 @@ def _read_general_inquirer(folder):
         fields += [""] * (len(header) - len(fields))
         word = fields[0].split("#")[0].lower()
         # "| 11% prep-adv: Almost": the share of the word's uses goes.
-        gloss = re.sub(r"^\d+% ", "", fields[defined].partition("|")[2].strip())
+        gloss = fields[defined].partition("|")[2].strip()
+        gloss = re.sub(r"^\d+% ", "", gloss)
         text = f"{word}: {gloss}" if gloss else word
         labels = [c for i, c in categories if fields[i].strip()]
         if word and labels:
