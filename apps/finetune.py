@@ -30,6 +30,8 @@ from painless_tf import run
 painless_flags.define_data_flags()
 painless_flags.define_plan_flags()
 painless_flags.define_checkpoint_flags()
+# The shared flags are this app's own: --help lists them.
+flags.adopt_module_key_flags(painless_flags)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/demo", "Where the trained model and reports go."
 )

@@ -70,6 +70,8 @@ if "train_data" not in FLAGS:
     painless_flags.define_data_flags()
     painless_flags.define_plan_flags()
     painless_flags.define_checkpoint_flags()
+# The shared flags are this app's own: --help lists them.
+flags.adopt_module_key_flags(painless_flags)
 
 _TUNE_DIR = flags.DEFINE_string(
     "tune_dir", "runs/tune", "Where the search state, trials and results go.")

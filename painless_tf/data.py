@@ -315,9 +315,9 @@ class LabelVocab:
             return vocab
         if num_classes is not None and num_classes != len(distinct):
             raise DataError(
-                f"{source}: --num_classes={num_classes} but there are "
+                f"{source}: `num_classes`={num_classes} but there are "
                 f"{len(distinct)} distinct labels "
-                f"({_preview(sorted(distinct))}). Drop --num_classes to "
+                f"({_preview(sorted(distinct))}). Drop `num_classes` to "
                 "infer it, or fix the labels."
             )
         return cls(sorted(distinct))
@@ -408,7 +408,7 @@ class LabelVocab:
         if self._dense and integer:
             raise DataError(
                 f"{where}: label {key} is outside [0, {len(self)}). Fix the "
-                f"label, or pass --num_classes={int(key) + 1} or more."
+                f"label, or pass `num_classes`={int(key) + 1} or more."
             )
         raise DataError(
             f"{where}: label {key!r} is not one of the {len(self)} training "
@@ -696,7 +696,7 @@ def load_splits(
         warnings.append(
             f"{train_table.source}: integer labels {_preview(vocab.names)} "
             f"are not 0..{len(vocab) - 1}; they get ids 0..{len(vocab) - 1} in "
-            "sorted order. Pass --num_classes to make ids equal the integers."
+            "sorted order. Pass `num_classes` (library argument) to make ids equal the integers."
         )
     return Splits(
         train=examples["train"],
@@ -987,7 +987,7 @@ class _RowCollector:
                 f"{self.source}: {self.num_truncated} texts longer than "
                 f"{self.max_text_bytes:,} bytes were truncated to that length "
                 f"(first: {self.row_name} {line}, column {column!r}). Raise "
-                "--max_text_bytes to keep them whole."
+                "`max_text_bytes` (a `read_table` argument) to keep them whole."
             )
         return RawTable(
             source=self.source,
@@ -1319,7 +1319,7 @@ def _check_max_text_bytes(max_text_bytes):
         or max_text_bytes < 1
     ):
         raise DataError(
-            "--max_text_bytes must be a positive integer. "
+            "`max_text_bytes` must be a positive integer. "
             f"Received: max_text_bytes={max_text_bytes!r}"
         )
 
@@ -1389,7 +1389,7 @@ def _check_num_classes(num_classes):
         or num_classes < 2
     ):
         raise DataError(
-            "--num_classes must be an integer >= 2, or unset to infer it. "
+            "`num_classes` must be an integer >= 2, or unset to infer it. "
             f"Received: num_classes={num_classes!r}"
         )
     return int(num_classes)
@@ -1400,9 +1400,9 @@ def _vocab_for(table, num_classes):
         vocab = LabelVocab(table.label_names)
         if num_classes is not None and num_classes != len(vocab):
             raise DataError(
-                f"{table.source}: --num_classes={num_classes} but the data "
+                f"{table.source}: `num_classes`={num_classes} but the data "
                 f"declares {len(vocab)} classes ({_preview(vocab.names)}). "
-                "Drop --num_classes."
+                "Drop `num_classes`."
             )
         return vocab
     integer = all(_is_int_literal(label) for label in table.labels)

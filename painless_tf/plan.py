@@ -754,7 +754,10 @@ def make_plan(
         optimizer, weight_decay
     )
     if not clip_norm > 0:
-        raise PlanError(f"--clip_norm={clip_norm!r} must be > 0. Pass --clip_norm=1.0.")
+        raise PlanError(
+            f"`clip_norm` must be > 0. Received: clip_norm={clip_norm!r}. "
+            "Pass clip_norm=1.0."
+        )
     reasons["clip_norm"] = (
         "global-norm clipping, BERT recipe" if clip_norm == 1.0 else "set by user"
     )

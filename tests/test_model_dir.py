@@ -212,3 +212,102 @@ def test_outputs_get_the_umask_mode(tmp_path):
         assert os.stat(tmp_path / "folder" / "b.txt").st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+# === The finetune app on real folders ===
+
+
+def finetune(args, model_dir_path, **kwargs):
+    environment = dict(os.environ, TF_DETERMINISTIC_OPS="1",
+                       TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "apps.finetune", *args,
+         f"--model_dir={model_dir_path}"],
+        cwd=ROOT, env=environment, capture_output=True, text=True,
+        timeout=600, **kwargs,
+    )
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines()
+            if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("owner")
+    preset = tiny.write_preset(root / "preset", dropout=0.1)
+    train = tiny.write_csv(root / "train.csv", tiny.sentiment_rows(40, seed=3))
+    # Longer than every training text (at most 7 words): its bucket must
+    # come from the plan, not crash the end of the run.
+    long_text = " ".join(["good film"] * 6)
+    validation = tiny.write_csv(
+        root / "validation.csv", tiny.sentiment_rows(6, seed=4)
+        + [(long_text, "pos")])
+    args = [
+        f"--model={preset}", f"--train_data={train}",
+        f"--validation_data={validation}", f"--test_data={validation}",
+        "--epochs=1", "--global_batch_size=8", "--precision=float32",
+        "--max_sequence_length=16", "--lr_range_test_steps=0",
+        "--learning_rate=0.01",
+    ]
+    return root, args
+
+
+def test_finetune_refuses_a_users_folder_before_reading_data(small, tmp_path):
+    root, args = small
+    write(tmp_path / "mine" / "notes.txt", "the user's")
+    before = tree(tmp_path / "mine")
+    bad_data = [a for a in args if not a.startswith("--train_data")]
+    result = finetune([*bad_data, "--train_data=/nonexistent.csv",
+                       "--overwrite"], tmp_path / "mine")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result)
+    assert "holds files that no painless_tf run wrote (notes.txt)" in line
+    assert tree(tmp_path / "mine") == before
+
+
+def test_finetune_refuses_a_folder_another_run_holds(small, tmp_path):
+    root, args = small
+    with model_dir.ModelDir(tmp_path / "busy") as owner:
+        owner.claim(model_dir.PLAN)
+        result = finetune(args, tmp_path / "busy")
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result)
+    assert f"is in use by another run (host" in line
+    assert f"PID {os.getpid()}" in line
+
+
+def test_bad_input_leaves_no_folder_behind(small, tmp_path):
+    root, args = small
+    result = finetune([*args, "--text_columns=review"], tmp_path / "run")
+    assert result.returncode == 2
+    assert len(error_lines(result)) == 1
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_rerun_after_success_keeps_every_metric(small):
+    root, args = small
+    run = root / "run"
+    first = finetune(args, run)
+    assert first.returncode == 0, first.stderr[-3000:]
+    with open(run / "metrics.json") as f:
+        before = json.load(f)
+    with open(run / "plan.json") as f:
+        plan = json.load(f)
+    # The validation text of 12 tokens got a bucket of its own.
+    assert plan["bucket_boundaries"][-1] >= 12
+    second = finetune(args, run)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout
+    with open(run / "metrics.json") as f:
+        after = json.load(f)
+    measured = ["examples_per_sec", "train_seconds", "fit_seconds",
+                "train_examples_per_sec", "final_train_loss", "padding_fraction"]
+    for key in measured:
+        assert before[key] is not None, key
+        assert after[key] == before[key], key
+    for key in ("validation_accuracy", "test_accuracy", "optimizer_updates"):
+        assert after[key] == before[key], key
+    listed = json.load(open(run / ".painless_tf" / "manifest.json"))["paths"]
+    assert set(os.listdir(run)) - {".painless_tf"} <= set(listed)

@@ -791,7 +791,7 @@ def test_sequence_length_and_buckets():
     )
     assert bucketed.max_sequence_length == 64
     assert bucketed.bucket_boundaries == (16, 32, 64)
-    with pytest.raises(PlanError, match="--bucket_boundaries"):
+    with pytest.raises(PlanError, match="^bucket_boundaries: "):
         make_plan(environment=_cpu(), num_train_examples=10, bucket_boundaries=[32, 16])
 
 
