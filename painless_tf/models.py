@@ -111,8 +111,9 @@ def load_classifier(
         not isinstance(sequence_length, int) or sequence_length < 2
     ):
         raise ModelError(
-            f"--sequence_length={sequence_length!r} must be an integer >= 2 "
-            "(room for [CLS] and [SEP]). Pass e.g. --sequence_length=128."
+            f"--max_sequence_length={sequence_length!r} must be an integer >= 2 "
+            "(room for the start and end tokens). Pass e.g. "
+            "--max_sequence_length=128."
         )
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ModelError(
@@ -579,14 +580,14 @@ def _set_sequence_length(model, classifier, sequence_length):
     if preprocessor is None or not hasattr(preprocessor, "sequence_length"):
         raise ModelError(
             f"--model={model} has no preprocessor with a sequence length. "
-            "Leave --sequence_length unset."
+            "Leave --max_sequence_length at auto."
         )
     limit = getattr(classifier.backbone, "max_sequence_length", None)
     if limit is not None and sequence_length > limit:
         raise ModelError(
-            f"--sequence_length={sequence_length} exceeds the "
+            f"--max_sequence_length={sequence_length} exceeds the "
             f"max_sequence_length of --model={model} ({limit}). Pass "
-            f"--sequence_length={limit} or less."
+            f"--max_sequence_length={limit} or less."
         )
     preprocessor.sequence_length = sequence_length
 
