@@ -40,6 +40,7 @@ from absl import logging
 
 from painless_tf import assets
 from painless_tf import atomic
+from painless_tf import faults
 
 # A TCP handshake to a hub takes well under a second when the hub is reachable.
 _PROBE_TIMEOUT_S = 3.0
@@ -233,6 +234,7 @@ def save_classifier(
         _apply_umask(staging)
         if verify:
             _verify_round_trip(classifier, staging)
+        faults.maybe_kill("model_save")
     logging.info("model: saved %s as a keras-hub preset", path)
     return path
 

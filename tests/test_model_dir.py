@@ -217,9 +217,10 @@ def test_outputs_get_the_umask_mode(tmp_path):
 # === The finetune app on real folders ===
 
 
-def finetune(args, model_dir_path, **kwargs):
+def finetune(args, model_dir_path, *, env_extra=None, **kwargs):
     environment = dict(os.environ, TF_DETERMINISTIC_OPS="1",
-                       TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+                       TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+                       **(env_extra or {}))
     return subprocess.run(
         [sys.executable, "-m", "apps.finetune", *args,
          f"--model_dir={model_dir_path}"],
@@ -311,3 +312,49 @@ def test_rerun_after_success_keeps_every_metric(small):
         assert after[key] == before[key], key
     listed = json.load(open(run / ".painless_tf" / "manifest.json"))["paths"]
     assert set(os.listdir(run)) - {".painless_tf"} <= set(listed)
+
+
+def test_a_kill_during_the_final_save_is_finished_by_the_next_run(small):
+    root, args = small
+    run = root / "killed"
+    killed = finetune(args, run, env_extra={"PAINLESS_TF_KILL_AT": "model_save:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert any(name.startswith(".model.tmp-") for name in os.listdir(run))
+    with open(run / "metrics.json") as f:
+        persisted = json.load(f)  # written before the model
+    again = finetune(args, run)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [n for n in os.listdir(run) if n.startswith(".model.")]
+    with open(run / "metrics.json") as f:
+        final = json.load(f)
+    for key in ("examples_per_sec", "train_seconds", "final_train_loss",
+                "test_accuracy"):
+        assert final[key] is not None and final[key] == persisted[key], key
+    assert os.path.isfile(run / "model" / "task.weights.h5")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB file system: room for the tiny run's checkpoints, not for
+    the space check before the final save."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk"
+    os.makedirs(mount)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs",
+                    str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_too_little_space_for_the_model_is_one_line(small, small_disk):
+    root, args = small
+    result = finetune(args, small_disk / "run")
+    assert result.returncode == 2, result.stderr[-3000:]
+    [line] = error_lines(result)
+    assert "saving the model needs about" in line and "MiB free" in line
+    assert "Traceback" not in result.stderr
+    # Everything but the model is there, and the next run (with space)
+    # would resume at the end phase.
+    assert os.path.isfile(small_disk / "run" / "metrics.json")
+    assert not os.path.exists(small_disk / "run" / "model")
