@@ -567,3 +567,21 @@ def test_docstring_examples_run():
     )
     assert result.attempted > 15
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_nul_byte_is_corruption_named_by_file_and_line(tmp_path, suffix):
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".csv":
+        path.write_bytes(b"text,label\ngood film,pos\nbad\x00 film,neg\n")
+        line = 3
+    else:
+        path.write_bytes(b'{"text": "good", "label": "pos"}\n'
+                         b'{"text": "bad\x00", "label": "neg"}\n')
+        line = 2
+    with pytest.raises(DataError) as error:
+        read_table(str(path), text_columns=["text"], label_column="label",
+                   skip_bad_rows=True)
+    message = str(error.value)
+    assert f"{path} line {line}: a NUL byte" in message
+    assert "\n" not in message
