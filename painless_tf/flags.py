@@ -161,7 +161,9 @@ def define_checkpoint_flags():
     flags.DEFINE_bool(
         "overwrite", False,
         "Start over in a --model_dir that holds another run, instead of "
-        "refusing (the same run always resumes).")
+        "refusing: removes only what that run listed in its manifest "
+        "(.painless_tf/manifest.json), never the user's own files (the same "
+        "run always resumes).")
     flags.DEFINE_integer(
         "max_rollbacks", 3,
         "Rollbacks to the last checkpoint after non-finite losses before "
