@@ -7,6 +7,7 @@ combination fails at parse time with a one-line message.
 
 import errno
 import functools
+import re
 import sys
 
 import tensorflow as tf
@@ -264,7 +265,9 @@ def os_error_line(error):
 
 
 def _first_line(error):
-    return " ".join(str(error).split())[:300]
+    """TensorFlow's message without its graph-node prefix, on one line."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error))
+    return " ".join(text.split())[:300]
 
 
 def one_line_errors(main):

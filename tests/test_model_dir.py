@@ -334,19 +334,33 @@ def test_a_kill_during_the_final_save_is_finished_by_the_next_run(small):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """An 8 MiB file system: room for the tiny run's checkpoints, not for
-    the space check before the final save."""
+def small_disk(tmp_path, request):
+    """A small tmpfs (`request.param` of mount's size=): 8m has room for the
+    tiny run's checkpoints, not for the space check before the final save;
+    120k fills up while the run checkpoints."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "disk"
     os.makedirs(mount)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs",
-                    str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}",
+                    "tmpfs", str(mount)], check=True)
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.parametrize("small_disk", ["120k"], indirect=True)
+def test_a_full_disk_while_checkpointing_is_one_line(small, small_disk):
+    root, args = small
+    result = finetune([*args, "--checkpoint_every_updates=2"],
+                      small_disk / "run")
+    assert result.returncode == 2, result.stderr[-3000:]
+    [line] = error_lines(result)
+    assert "No space left on device" in line and "{{" not in line
+    assert "run the same command again" in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("small_disk", ["8m"], indirect=True)
 def test_too_little_space_for_the_model_is_one_line(small, small_disk):
     root, args = small
     result = finetune(args, small_disk / "run")
