@@ -23,6 +23,7 @@ from painless_tf import assets
 from painless_tf import atomic
 from painless_tf import callbacks as callbacks_lib
 from painless_tf import checkpointing
+from painless_tf.config import RunConfig  # noqa: F401  (run.RunConfig)
 from painless_tf import data
 from painless_tf import distribution
 from painless_tf import engine
@@ -42,70 +43,6 @@ from painless_tf import precision
 from painless_tf import report
 
 AUTO = plan_lib.AUTO
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """What the user asked for; every field is a flag of `apps/finetune.py`.
-
-    `"auto"` leaves the decision to the plan. See `apps/finetune.py` for the
-    meaning of each field.
-    """
-
-    model: str = "default"
-    train_data: str | None = None
-    validation_data: str | None = None
-    test_data: str | None = None
-    split: tuple[float, ...] = (0.8, 0.1, 0.1)
-    text_columns: tuple[str, ...] = ("text",)
-    label_column: str = "label"
-    file_format: str | None = None
-    encoding: str = "utf-8"
-    skip_bad_rows: bool = False
-    tfds: str | None = None
-    tfds_data_dir: str | None = None
-    model_dir: str = "runs/demo"
-    epochs: int = 3
-    global_batch_size: int | str = AUTO
-    learning_rate: float | str = AUTO
-    max_sequence_length: int | str = AUTO
-    seed: int = 0
-    strategy: str = AUTO
-    precision: str = AUTO
-    xla: bool | str = AUTO
-    fused_update: bool | str = AUTO
-    micro_batch_size: int | str = AUTO
-    tpu: str | None = None
-    optimizer: str = "adamw"
-    warmup_fraction: float = 0.1
-    weight_decay: float | str = AUTO
-    dropout: float | None = None  # None: the preset's
-    trainable_layers: int | str = freezing.ALL
-    unfreeze: str = "none"
-    # Updates of the range test behind learning_rate="auto"; 0: the recipe.
-    lr_range_test_steps: int = lr_finder.RangeTestOptions().num_steps
-    momentum: float | str = AUTO
-    nesterov: bool = False
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(
-                f"--epochs must be >= 1. Received: --epochs={self.epochs}"
-            )
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(
-                f"--dropout={self.dropout!r} must be in [0, 1). Pass e.g. "
-                "--dropout=0.1."
-            )
-        if self.lr_range_test_steps and self.lr_range_test_steps < 3:
-            raise ValueError(
-                f"--lr_range_test_steps={self.lr_range_test_steps} is too "
-                "few to read a curve. Pass 3 or more (24 by default), or 0 "
-                "for the recipe's rate."
-            )
-        if self.tfds and self.train_data:
-            raise ValueError(
-                "--tfds and --train_data both name the training data. "
-                "Pass only one of them."
-            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,9 +41,14 @@ def tiny_run(tmp_path_factory):
 def test_finetune_writes_a_complete_model_dir(tiny_run):
     _, model_dir = tiny_run
     assert sorted(os.listdir(model_dir)) == [
-        "checkpoints", "evaluation.json", "history.json", "labels.json",
-        "metrics.json", "model", "plan.json", "report.html", "tensorboard",
+        ".painless_tf", "checkpoints", "evaluation.json", "history.json",
+        "labels.json", "metrics.json", "model", "plan.json", "report.html",
+        "run.json", "tensorboard",
     ]
+    # The manifest lists every entry the run wrote (and nothing else).
+    with open(os.path.join(model_dir, ".painless_tf", "manifest.json")) as f:
+        listed = set(json.load(f)["paths"])
+    assert set(os.listdir(model_dir)) - {".painless_tf"} == listed
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     for key in ("test_accuracy", "validation_accuracy",
