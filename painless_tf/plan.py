@@ -1124,9 +1124,13 @@ def _decide_xla(xla, env):
             return True, "TPUs always compile with XLA"
         if env.platform == "gpu":
             return True, "XLA fuses kernels on GPU"
+        # Not measured on the user's machine: a number from the development
+        # machine, said as such, with the file that holds it.
         return False, (
-            "off on CPU: for keras-hub BERT, XLA ran 0.68-1.05x the speed "
-            "of plain TensorFlow on a 2-core CPU; pass --xla=true to force"
+            "off on CPU: XLA ran MiniLM-L6's forward and backward 0.60x as "
+            "fast as plain TensorFlow on a 2-core AMD EPYC (2026-11-28, "
+            "docs/benchmarks.md, cpu suite); not measured on this machine; "
+            "pass --xla=true to force"
         )
     if env.platform == "tpu" and not xla:
         raise PlanError(
@@ -1144,8 +1148,10 @@ def _decide_fused_update(fused_update, strategy):
     if fused_update == AUTO:
         if one_device:
             return True, (
-                "one device: the optimizer update is one XLA function (1.11x "
-                "faster updates of MiniLM-L6 on a 2-core CPU)"
+                "one device: the optimizer update is one XLA function "
+                "(MiniLM-L6 updates 1.11x faster on a 2-core AMD EPYC, "
+                "2026-11-28, docs/benchmarks.md, cpu suite; not measured on "
+                "this machine)"
             )
         return False, (
             f"{strategy}: Keras updates each replica's copy of a weight "

@@ -443,6 +443,25 @@ def test_xla_is_on_for_accelerators_and_off_on_cpu():
     assert (forced.xla, forced.reasons["xla"]) == (True, "set by user")
 
 
+def test_reasons_quoting_the_development_machine_cite_the_benchmark_file():
+    # A figure measured on one machine must not read as a fact of the
+    # user's: the reason says where it was measured and names the file that
+    # holds it, and the file does hold it.
+    benchmarks = os.path.join(
+        os.path.dirname(__file__), os.pardir, "docs", "benchmarks.md"
+    )
+    with open(benchmarks) as f:
+        text = " ".join(f.read().split())
+    plan = make_plan(environment=_cpu(), num_train_examples=10)
+    for name, figure in (("xla", "0.60x"), ("fused_update", "1.11x")):
+        reason = plan.reasons[name]
+        assert "docs/benchmarks.md" in reason, reason
+        assert "not measured on this machine" in reason, reason
+        assert "2-core AMD EPYC" in reason
+        assert "AMD EPYC" in text and "2 cores" in text
+        assert figure in reason and figure in text, (name, figure)
+
+
 def test_fused_update_is_on_for_one_device_only():
     cpu = make_plan(environment=_cpu(), num_train_examples=10)
     assert cpu.fused_update is True
