@@ -1278,6 +1278,11 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
 def _format_values(record, skip=_NOT_SCALARS):
     parts = []
     for key, value in record.items():
+        if key == "mfu" and value is None and key not in skip:
+            # The MFU monitor runs but has no peak to divide by, or no
+            # token counts: say so rather than drop it (see `flops`).
+            parts.append("MFU n/a")
+            continue
         if key in skip or value is None or isinstance(value, str):
             continue
         if key == "skipped_updates" and not value:

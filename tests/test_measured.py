@@ -200,3 +200,105 @@ def test_the_cpu_probe_builds_each_policy_once_and_times_it_per_call():
     # Built once per policy, under that policy; later calls only time.
     assert built == ["float32", "mixed_bfloat16"]
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# === Peak FLOP/s and MFU ===
+
+
+@pytest.fixture
+def peak_cache(tmp_path, monkeypatch):
+    """A fresh peak cache and process memory; `measure(flops)` queues what
+    the next matmul measurement returns."""
+    from painless_tf import flops
+
+    monkeypatch.setattr(flops, "_MEASURED", set())
+    monkeypatch.setattr(flops, "_UNDER_LOAD", {})
+    queued = []
+    monkeypatch.setattr(flops, "_measure_matmul",
+                        lambda *args: (queued.pop(0), 1024))
+    return tmp_path, queued
+
+
+def _peak(tmp_path, **kwargs):
+    from painless_tf import flops
+
+    env = Environment(cpu_count=CORES, cpu_model="Fake EPYC")
+    environ = {"PAINLESS_TF_CACHE": str(tmp_path)}
+    return (flops.peak_flops(env, "float32", environ=environ, **kwargs),
+            flops.peak_flops_source(env, "float32", environ=environ, **kwargs))
+
+
+def _new_process():
+    from painless_tf import flops
+
+    flops._MEASURED.clear()
+
+
+def test_the_peak_is_cached_and_used_only_from_a_quiet_machine(
+    peak_cache, load
+):
+    import math
+
+    tmp_path, queued = peak_cache
+    cache_file = tmp_path / "peak_flops.json"
+    # Busy, nothing cached: no peak, so no MFU, and the source says why.
+    load(BUSY)
+    queued.append(105e9)
+    peak, source = _peak(tmp_path)
+    assert math.isnan(peak)
+    assert source.startswith("MFU n/a: peak measured under load")
+    assert "105.0 GFLOP/s" in source and "load average 5.00 -> 5.00 on 2 cores" in source
+    assert not cache_file.exists()
+    # A benchmark, which records the load itself, may still have the number.
+    peak, source = _peak(tmp_path, under_load=True)
+    assert peak == 105e9 and source.startswith("measured under load")
+    assert not cache_file.exists()
+
+    # A later process on a quiet machine measures, and caches with the load.
+    _new_process()
+    load(QUIET)
+    queued.append(150e9)
+    peak, source = _peak(tmp_path)
+    assert peak == 150e9
+    assert "load average 0.50 -> 0.50 on 2 cores" in source
+    (entry,) = json.loads(cache_file.read_text()).values()
+    assert entry["load_average"] == [QUIET, QUIET] and entry["cores"] == CORES
+
+    # A busy process measures less and keeps the quiet peak: MFU stays true.
+    _new_process()
+    load(0.5, 4.0)
+    queued.append(90e9)
+    assert _peak(tmp_path)[0] == 150e9
+    assert list(json.loads(cache_file.read_text()).values()) == [entry]
+
+    # A peak cached without its load (earlier versions) is not trusted.
+    (key,) = json.loads(cache_file.read_text())
+    cache_file.write_text(json.dumps(
+        {key: {"flops": 105e9, "matmul_size": 1024, "measured": "then"}}))
+    _new_process()
+    load(BUSY)
+    queued.append(100e9)
+    assert math.isnan(_peak(tmp_path)[0])
+
+
+def test_mfu_without_a_quiet_peak_says_n_a_in_the_progress_line():
+    import io
+
+    import keras
+    import numpy as np
+
+    from painless_tf import callbacks as cb
+
+    out = io.StringIO()
+    mfu = cb.MFU(flops_per_token=12.0, peak_flops=float("nan"),
+                 tokens_per_step=4, log_every_steps=2)
+    progress = cb.ProgressLogger(monitors=[mfu], total_epochs=1, stream=out,
+                                 log_every_steps=2)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((16, 2)), np.ones((16,)), batch_size=4, epochs=1,
+              verbose=0, callbacks=[mfu, progress])
+    lines = [line for line in out.getvalue().splitlines()
+             if line.startswith("epoch 1/1 step")]
+    assert lines and all("MFU n/a" in line for line in lines), out.getvalue()
+    assert mfu.summary()["mfu"] is None
