@@ -733,7 +733,9 @@ class MFU(_Monitor):
     Args:
         flops_per_token: float. Training FLOPs per real token.
         peak_flops: float. Peak FLOP/s of all devices that train; NaN or
-            None leaves `mfu` unreported.
+            None leaves `mfu` unreported (None in the records, "MFU n/a" in
+            the progress line), as `flops.peak_flops` does for a CPU peak
+            measured only under load.
         step_stats: StepStats or None. Per-step real token counts.
         tokens_per_step: int or None. Tokens per step without `step_stats`
             (fixed-shape batches; padding then counts as real). With

@@ -17,8 +17,8 @@ data sheet says what a shared, frequency-scaled core reaches. The CPU figure
 is cached in `peak_flops.json` under `$PAINLESS_TF_CACHE` (else
 `~/.cache/painless_tf`), keyed by CPU model, usable cores and precision,
 with the load average at the measurement's start and end. Only a
-measurement on a quiet machine (load average at most the usable cores) is
-cached or used: a busy machine lowers the peak and so would raise MFU, so
+measurement on a quiet machine (other work, the load average less this
+process's own share, at most half the usable cores) is cached or used: a busy machine lowers the peak and so would raise MFU, so
 then the peak is NaN and MFU is not reported ("MFU n/a: peak measured under
 load"). Delete the file to measure again.
 """
@@ -37,6 +37,8 @@ from absl import logging
 from painless_tf import atomic
 from painless_tf.hardware import Environment
 from painless_tf.plan import DEFAULT_TPU_CORES, default_cache_dir
+# One rule for "the machine was busy", shared with the precision probe.
+from painless_tf.plan import _busy, _load_average, _own_load
 
 # One forward pass plus a backward pass that costs two (gradients of the
 # activations and of the weights): the standard 3x of training.
@@ -164,8 +166,8 @@ def peak_flops(
     does by default on Ampere and later). The CPU: the best of a few large
     `tf.linalg.matmul`s at the precision, measured once per process (about
     1.5 s); the cache keeps the best measurement so far taken on a quiet
-    machine (1-minute load average at most the usable cores at its start
-    and end), since other work on the machine can only lower it. Without
+    machine (other work at most half the usable cores, by the 1-minute
+    load average at its start and end), since other work on the machine can only lower it. Without
     one the peak is NaN, so no MFU is computed against a peak measured
     under load. A GPU missing from the table is measured the same way.
 
@@ -410,8 +412,9 @@ def _measured_peak(
 ):
     """(FLOP/s, source) from the best quiet measurement, cached.
 
-    A CPU measurement counts as quiet when the 1-minute load average at its
-    start and end is at most `cores` (no runnable work waited for a core).
+    A CPU measurement counts as quiet when other work kept at most half of
+    `cores` busy (`plan._busy`: the 1-minute load average at its start and
+    end, less this process's own share).
     Without a quiet measurement, cached or new, the peak is NaN and MFU is
     not reported ("MFU n/a"), unless `under_load`: then this process's own
     measurement is returned as it is (for benchmarks, which record the load
@@ -426,9 +429,9 @@ def _measured_peak(
         start = _load_average()
         flops, size = _measure_matmul(precision, device, kind)
         load = [start, _load_average()]
+        own = _own_load()
         _MEASURED.add((path, cache_key))
-        known = [value for value in load if value is not None]
-        busy = cores is not None and bool(known) and max(known) > cores
+        busy = cores is not None and _busy(load, own, cores)
         measured = {
             "flops": flops,
             "matmul_size": size,
@@ -436,6 +439,7 @@ def _measured_peak(
                 datetime.timezone.utc
             ).isoformat(timespec="seconds"),
             "load_average": load,
+            "own_load": own,
             "cores": cores,
         }
         if busy:
@@ -500,14 +504,6 @@ def _quiet_entry(entry):
     ):
         return None
     return entry
-
-
-def _load_average():
-    """The 1-minute load average, or None where the OS has none."""
-    try:
-        return round(float(os.getloadavg()[0]), 2)
-    except OSError:
-        return None
 
 
 def _load_words(measurement):

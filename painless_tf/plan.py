@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import types
 import weakref
 from collections.abc import Mapping, Sequence
@@ -1075,8 +1076,7 @@ def _probe_precision(env, probe, cache, probe_key):
     than the rule's choice: medians at least `_PRECISION_MARGIN` apart and
     no timing of the two overlapping. The load average at the start and end
     goes into the reason and the cache; a result taken while the machine was
-    busy (load average above its cores) is not cached, so a later run
-    measures again.
+    busy (see `_busy`) is not cached, so a later run measures again.
     """
     candidates = ["float32", "mixed_bfloat16"]
     if env.cpu_flags & {"avx512_fp16", "amx_fp16"}:
@@ -1133,13 +1133,13 @@ def _measure_precision(probe, candidates, cores):
             ok = math.isfinite(seconds) and seconds > 0
             timings[policy].append(seconds if ok else None)
     end = _load_average()
-    known = [load for load in (start, end) if load is not None]
+    own = _own_load()
     return {
         "timings": timings,
         "load_average": [start, end],
+        "own_load": own,
         "cores": cores,
-        # Busy: more runnable work than cores, so some of it waited.
-        "busy": bool(known) and max(known) > cores,
+        "busy": _busy([start, end], own, cores),
         "measured": _now(),
     }
 
@@ -1222,6 +1222,36 @@ def _load_average():
         return round(float(os.getloadavg()[0]), 2)
     except OSError:
         return None
+
+
+# This process's clock and CPU time when this module was imported (early in
+# every run), to tell its own share of the load average from other work's.
+_IMPORTED = (time.monotonic(), time.process_time())
+
+
+def _own_load():
+    """This process's estimated share of the 1-minute load average.
+
+    Its CPU time since import over the wall time, as the kernel's 1-minute
+    moving average would weigh a steady rate over that time.
+    """
+    wall = time.monotonic() - _IMPORTED[0]
+    if wall <= 0:
+        return 0.0
+    rate = (time.process_time() - _IMPORTED[1]) / wall
+    return round(rate * (1 - math.exp(-wall / 60)), 2)
+
+
+def _busy(loads, own, cores):
+    """Whether other work kept more than half the cores busy.
+
+    Other work is the 1-minute load average (at the start or the end of a
+    measurement, whichever is higher) less this process's own share: a run
+    alone on the machine does not call itself busy, while one other job
+    using a core of two does slow a measurement.
+    """
+    known = [load for load in loads if load is not None]
+    return bool(known) and max(known) - own > cores / 2
 
 
 def _load_words(measurement):

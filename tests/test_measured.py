@@ -302,3 +302,13 @@ def test_mfu_without_a_quiet_peak_says_n_a_in_the_progress_line():
              if line.startswith("epoch 1/1 step")]
     assert lines and all("MFU n/a" in line for line in lines), out.getvalue()
     assert mfu.summary()["mfu"] is None
+
+
+def test_busy_means_other_work_on_more_than_half_the_cores():
+    # This run alone: its own threads make the load, nobody else's.
+    assert not plan_lib._busy([2.6, 2.4], own=2.0, cores=CORES)
+    # Another job on one core of two, beside this run.
+    assert plan_lib._busy([2.0, 3.3], own=1.3, cores=CORES)
+    assert plan_lib._busy([BUSY, BUSY], own=0.0, cores=CORES)
+    assert not plan_lib._busy([None, None], own=0.0, cores=CORES)
+    assert 0 <= plan_lib._own_load()
