@@ -733,7 +733,9 @@ class MFU(_Monitor):
     Args:
         flops_per_token: float. Training FLOPs per real token.
         peak_flops: float. Peak FLOP/s of all devices that train; NaN or
-            None leaves `mfu` unreported.
+            None leaves `mfu` unreported (None in the records, "MFU n/a" in
+            the progress line), as `flops.peak_flops` does for a CPU peak
+            measured only under load.
         step_stats: StepStats or None. Per-step real token counts.
         tokens_per_step: int or None. Tokens per step without `step_stats`
             (fixed-shape batches; padding then counts as real). With
@@ -1278,6 +1280,11 @@ class ProgressLogger(_Sink, keras.callbacks.ProgbarLogger):
 def _format_values(record, skip=_NOT_SCALARS):
     parts = []
     for key, value in record.items():
+        if key == "mfu" and value is None and key not in skip:
+            # The MFU monitor runs but has no peak to divide by, or no
+            # token counts: say so rather than drop it (see `flops`).
+            parts.append("MFU n/a")
+            continue
         if key in skip or value is None or isinstance(value, str):
             continue
         if key == "skipped_updates" and not value:

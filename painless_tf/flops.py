@@ -15,9 +15,12 @@ Peaks come from the vendors' data sheets for GPUs and TPUs (dense math, no
 structured sparsity) and from a short measured matmul on the CPU, where no
 data sheet says what a shared, frequency-scaled core reaches. The CPU figure
 is cached in `peak_flops.json` under `$PAINLESS_TF_CACHE` (else
-`~/.cache/painless_tf`), keyed by CPU model, usable cores and precision;
-delete the file to measure again (e.g. after measuring on a busy machine,
-which lowers the peak and so raises MFU).
+`~/.cache/painless_tf`), keyed by CPU model, usable cores and precision,
+with the load average at the measurement's start and end. Only a
+measurement on a quiet machine (other work, the load average less this
+process's own share, at most half the usable cores) is cached or used: a busy machine lowers the peak and so would raise MFU, so
+then the peak is NaN and MFU is not reported ("MFU n/a: peak measured under
+load"). Delete the file to measure again.
 """
 
 import datetime
@@ -34,6 +37,8 @@ from absl import logging
 from painless_tf import atomic
 from painless_tf.hardware import Environment
 from painless_tf.plan import DEFAULT_TPU_CORES, default_cache_dir
+# One rule for "the machine was busy", shared with the precision probe.
+from painless_tf.plan import _busy, _load_average, _own_load
 
 # One forward pass plus a backward pass that costs two (gradients of the
 # activations and of the weights): the standard 3x of training.
@@ -151,16 +156,20 @@ def training_flops_per_token(model, sequence_length) -> float:
     return float(TRAINING_TO_FORWARD * forward)
 
 
-def peak_flops(environment_or_device, precision: str, *, environ=None) -> float:
+def peak_flops(
+    environment_or_device, precision: str, *, environ=None, under_load=False
+) -> float:
     """Peak FLOP/s of the hardware that trains, at a precision.
 
     GPUs and TPUs: the data-sheet peak for the precision's matmuls
     (float32 counts as TensorFloat-32 where TensorFlow enables it, as it
     does by default on Ampere and later). The CPU: the best of a few large
     `tf.linalg.matmul`s at the precision, measured once per process (about
-    1.5 s); the cache keeps the best measurement so far, since other work
-    on the machine can only lower it. A GPU missing from the table is
-    measured the same way.
+    1.5 s); the cache keeps the best measurement so far taken on a quiet
+    machine (other work at most half the usable cores, by the 1-minute
+    load average at its start and end), since other work on the machine can only lower it. Without
+    one the peak is NaN, so no MFU is computed against a peak measured
+    under load. A GPU missing from the table is measured the same way.
 
     Args:
         environment_or_device: `painless_tf.hardware.Environment` or str.
@@ -173,9 +182,13 @@ def peak_flops(environment_or_device, precision: str, *, environ=None) -> float:
         environ: Mapping or None. Environment variables (for
             `TPU_ACCELERATOR_TYPE` and the cache location); None means
             `os.environ`.
+        under_load: bool. Return this process's CPU measurement even when
+            it was taken under load and no quiet one is cached (for
+            benchmarks that record the load beside it); never cached.
 
     Returns:
-        float, FLOP/s; NaN where the TPU generation is unknown.
+        float, FLOP/s; NaN where the TPU generation is unknown or the CPU
+        was only measured under load (`peak_flops_source` says which).
 
     Examples:
     >>> peak_flops("NVIDIA A100-SXM4-80GB", "mixed_bfloat16")
@@ -183,16 +196,19 @@ def peak_flops(environment_or_device, precision: str, *, environ=None) -> float:
     >>> peak_flops("v3-8", "float32")  # one TensorCore of a v3 chip
     61500000000000.0
     """
-    return _peak(environment_or_device, precision, environ)[0]
+    return _peak(environment_or_device, precision, environ, under_load)[0]
 
 
-def peak_flops_source(environment_or_device, precision: str, *, environ=None) -> str:
+def peak_flops_source(
+    environment_or_device, precision: str, *, environ=None, under_load=False
+) -> str:
     """One line saying where `peak_flops` took its number from.
 
     Args:
         environment_or_device: as for `peak_flops`.
         precision: str. As for `peak_flops`.
         environ: Mapping or None. As for `peak_flops`.
+        under_load: bool. As for `peak_flops`.
 
     Returns:
         str, e.g. "NVIDIA A100 data sheet, bf16 dense: 312 TFLOP/s x 8 GPUs".
@@ -201,7 +217,7 @@ def peak_flops_source(environment_or_device, precision: str, *, environ=None) ->
     >>> peak_flops_source("Tesla T4", "mixed_float16")
     'Tesla T4 data sheet, fp16 dense: 65 TFLOP/s'
     """
-    return _peak(environment_or_device, precision, environ)[1]
+    return _peak(environment_or_device, precision, environ, under_load)[1]
 
 
 # === Model shapes ===
@@ -257,7 +273,7 @@ def _head_shapes(model, backbone):
 # === Peaks ===
 
 
-def _peak(device, precision, environ):
+def _peak(device, precision, environ, under_load=False):
     environ = os.environ if environ is None else environ
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(
@@ -265,7 +281,7 @@ def _peak(device, precision, environ):
             f"'mixed_bfloat16'. Received: precision={precision!r}"
         )
     if isinstance(device, Environment):
-        return _environment_peak(device, precision, environ)
+        return _environment_peak(device, precision, environ, under_load)
     if not isinstance(device, str) or not device.strip():
         raise ValueError(
             "`environment_or_device` must be an Environment or a device "
@@ -274,14 +290,14 @@ def _peak(device, precision, environ):
     name = device.strip()
     if name.lower() == "cpu":
         cores = len(os.sched_getaffinity(0))
-        return _cpu_peak(precision, _cpu_model(), cores, environ)
+        return _cpu_peak(precision, _cpu_model(), cores, environ, under_load)
     tpu = _tpu_version(name)
     if tpu is not None:
         return _tpu_device_peak(tpu)
     return _gpu_peak(name, precision, environ)
 
 
-def _environment_peak(env, precision, environ):
+def _environment_peak(env, precision, environ, under_load=False):
     workers = env.num_workers
     if env.platform == "gpu":
         peaks = [_gpu_peak(gpu.name, precision, environ) for gpu in env.gpus]
@@ -300,7 +316,7 @@ def _environment_peak(env, precision, environ):
         cores = env.tpu_cores or DEFAULT_TPU_CORES
         return per_device * cores, f"{source} x {cores} devices"
     flops, source = _cpu_peak(
-        precision, env.cpu_model, env.cpu_count, environ
+        precision, env.cpu_model, env.cpu_count, environ, under_load
     )
     if workers > 1:
         return flops * workers, f"{source} x {workers} workers"
@@ -373,53 +389,132 @@ def _cpu_model():
     return "unknown CPU"
 
 
-def _cpu_peak(precision, cpu_model, cpu_count, environ):
+def _cpu_peak(precision, cpu_model, cpu_count, environ, under_load=False):
     key = f"cpu|{cpu_model or 'unknown CPU'}|{cpu_count} cores"
-    return _measured_peak(precision, key, "/CPU:0", "cpu", environ)
+    return _measured_peak(
+        precision, key, "/CPU:0", "cpu", environ, cores=cpu_count,
+        under_load=under_load,
+    )
 
 
 # Cache keys measured by this process. Each process measures once more and
-# the cache keeps the best: other work on the machine can only make a
-# measurement lower, and a low peak would overstate MFU from then on.
+# the cache keeps the best quiet measurement: other work on the machine can
+# only make a measurement lower, and a low peak would overstate MFU from
+# then on.
 _MEASURED = set()
+# This process's measurements taken under load, by (path, cache key): not
+# cached, and no MFU is computed against them.
+_UNDER_LOAD = {}
 
 
-def _measured_peak(precision, key, device, kind, environ):
+def _measured_peak(
+    precision, key, device, kind, environ, cores=None, under_load=False
+):
+    """(FLOP/s, source) from the best quiet measurement, cached.
+
+    A CPU measurement counts as quiet when other work kept at most half of
+    `cores` busy (`plan._busy`: the 1-minute load average at its start and
+    end, less this process's own share).
+    Without a quiet measurement, cached or new, the peak is NaN and MFU is
+    not reported ("MFU n/a"), unless `under_load`: then this process's own
+    measurement is returned as it is (for benchmarks, which record the load
+    themselves).
+    """
     cache_key = f"{key}|{precision}"
     path = os.path.join(_cache_dir(environ), _PEAK_CACHE_FILE)
-    cache = _read_cache(path)
-    entry = cache.get(cache_key)
-    valid = isinstance(entry, dict) and isinstance(
-        entry.get("flops"), (int, float)
-    )
-    if not valid or (path, cache_key) not in _MEASURED:
+    entry = _quiet_entry(_read_cache(path).get(cache_key))
+    if (path, cache_key) not in _MEASURED or (
+        entry is None and (path, cache_key) not in _UNDER_LOAD
+    ):
+        start = _load_average()
         flops, size = _measure_matmul(precision, device, kind)
+        load = [start, _load_average()]
+        own = _own_load()
         _MEASURED.add((path, cache_key))
-        if not valid or flops > entry["flops"]:
-            entry = {
-                "flops": flops,
-                "matmul_size": size,
-                "measured": datetime.datetime.now(
-                    datetime.timezone.utc
-                ).isoformat(timespec="seconds"),
-            }
+        busy = cores is not None and _busy(load, own, cores)
+        measured = {
+            "flops": flops,
+            "matmul_size": size,
+            "measured": datetime.datetime.now(
+                datetime.timezone.utc
+            ).isoformat(timespec="seconds"),
+            "load_average": load,
+            "own_load": own,
+            "cores": cores,
+        }
+        if busy:
+            _UNDER_LOAD[(path, cache_key)] = measured
+            logging.warning(
+                "peak FLOPs: measured %.1f GFLOP/s on %s (%s) under load "
+                "(%s); not cached, and MFU is reported only against a peak "
+                "measured on a quiet machine.",
+                flops / 1e9, key, precision, _load_words(measured),
+            )
+        elif entry is None or flops > entry["flops"]:
+            entry = measured
             cache = _read_cache(path)  # another process may have written
             cache[cache_key] = entry
             _write_cache(path, cache)
-        logging.info(
-            "peak FLOPs: measured %.1f GFLOP/s on %s (%s, %dx%d matmuls); "
-            "the best so far, %.1f GFLOP/s, is cached in %s",
-            flops / 1e9, key, precision, size, size, entry["flops"] / 1e9,
-            path,
-        )
+        if entry is not None:
+            logging.info(
+                "peak FLOPs: measured %.1f GFLOP/s on %s (%s, %dx%d matmuls, "
+                "%s); the best quiet one, %.1f GFLOP/s, is cached in %s",
+                flops / 1e9, key, precision, size, size,
+                _load_words(measured), entry["flops"] / 1e9, path,
+            )
     where = ", ".join(key.split("|")[1:])
+    dtype = _MATMUL_DTYPE_NAMES[precision]
+    if entry is None:
+        busy = _UNDER_LOAD[(path, cache_key)]
+        size = busy["matmul_size"]
+        if under_load:
+            return float(busy["flops"]), (
+                f"measured under load: {size}x{size} {dtype} tf.linalg.matmul "
+                f"on {where} = {busy['flops'] / 1e9:.1f} GFLOP/s "
+                f"({busy['measured']}, {_load_words(busy)}; not cached)"
+            )
+        return math.nan, (
+            f"MFU n/a: peak measured under load ({size}x{size} {dtype} "
+            f"tf.linalg.matmul on {where} = {busy['flops'] / 1e9:.1f} GFLOP/s, "
+            f"{_load_words(busy)}, {busy['measured']}; not cached, so a run "
+            "on a quiet machine measures again)"
+        )
     size = entry["matmul_size"]
     source = (
-        f"measured: best {size}x{size} {_MATMUL_DTYPE_NAMES[precision]} "
+        f"measured: best {size}x{size} {dtype} "
         f"tf.linalg.matmul on {where} = {entry['flops'] / 1e9:.1f} GFLOP/s "
-        f"({entry['measured']}, cached in {path})"
+        f"({entry['measured']}, {_load_words(entry)}, cached in {path})"
     )
     return float(entry["flops"]), source
+
+
+def _quiet_entry(entry):
+    """A cached measurement that recorded its load, or None.
+
+    Entries written before the load was recorded are measured again:
+    nothing says the machine was quiet then.
+    """
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("flops"), (int, float))
+        and entry["flops"] > 0
+        and isinstance(entry.get("matmul_size"), int)
+        and isinstance(entry.get("load_average"), list)
+        and len(entry["load_average"]) == 2
+    ):
+        return None
+    return entry
+
+
+def _load_words(measurement):
+    words = []
+    for value in measurement["load_average"]:
+        words.append("?" if value is None else f"{value:.2f}")
+    text = f"load average {words[0]} -> {words[1]}"
+    cores = measurement.get("cores")
+    if cores:
+        text += f" on {cores} " + ("core" if cores == 1 else "cores")
+    return text
 
 
 _MATMUL_DTYPE_NAMES = {

@@ -4,7 +4,10 @@ GPUs and TPUs follow a rule (see `plan.py`); a CPU is measured instead,
 because whether bfloat16 pays off depends on instructions (avx512_bf16, AMX)
 and on how well oneDNN uses them for this model's shapes. The probe trains
 the real model for a few updates under each candidate policy and reports the
-seconds per update, or NaN when the loss was not finite.
+seconds per update, or NaN when the loss was not finite. The plan calls it
+in turns (float32, bfloat16, float32, ...) and decides on the medians only
+beyond a noise margin, else by the CPU-feature rule; it records the load
+average and caches no result taken on a busy machine (`plan.py`).
 """
 
 import math
@@ -37,31 +40,42 @@ def set_policy(name):
     keras.mixed_precision.set_global_policy(name)
 
 
-def cpu_precision_probe(model_fn, batch, *, steps=3, warmup_steps=2):
+def cpu_precision_probe(model_fn, batch, *, steps=2, warmup_steps=2):
     """Makes a probe `policy -> seconds per update` for `plan.make_plan`.
+
+    The plan calls the probe several times per policy, alternating policies
+    (see `plan.PrecisionProbe`). The first call for a policy builds its
+    model and trainer under that policy and runs `warmup_steps` untimed
+    updates (the first traces the function); every call then times `steps`
+    more updates of that same trainer, so repeated calls cost only the
+    timed updates.
 
     Args:
         model_fn: callable. Builds a fresh model (under the current policy).
         batch: tuple. One `(x, y)` batch of the size and length training will
             use.
-        steps: int. Timed updates after `warmup_steps` untimed ones (the
-            first traces the function).
+        steps: int. Timed updates per call.
+        warmup_steps: int. Untimed updates before a policy's first timing.
 
     Returns:
         A callable taking a policy name and returning seconds per update, or
         `float("nan")` if the loss was not finite. The global policy is
         restored afterwards.
     """
+    trainers = {}
 
     def probe(policy):
         previous = keras.mixed_precision.global_policy().name
         set_policy(policy)
         try:
-            trainer = engine.Trainer(model_fn())
-            trainer.compile(optimizer=keras.optimizers.SGD(1e-5))
             x, y = batch
-            for _ in range(warmup_steps):
-                logs = trainer.train_on_batch(x, y, return_dict=True)
+            trainer = trainers.get(policy)
+            if trainer is None:
+                trainer = engine.Trainer(model_fn())
+                trainer.compile(optimizer=keras.optimizers.SGD(1e-5))
+                for _ in range(warmup_steps):
+                    trainer.train_on_batch(x, y, return_dict=True)
+                trainers[policy] = trainer
             start = time.perf_counter()
             for _ in range(steps):
                 logs = trainer.train_on_batch(x, y, return_dict=True)

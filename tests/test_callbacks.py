@@ -15,6 +15,7 @@ import doctest
 import io
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -134,6 +135,8 @@ def test_peak_flops_from_tables():
 def test_cpu_peak_keeps_the_best_measurement_of_each_process(tmp_path,
                                                              monkeypatch):
     monkeypatch.setattr(flops, "_MEASURED", set())
+    # A quiet machine (see tests/test_measured.py for a busy one).
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     environ = {"PAINLESS_TF_CACHE": str(tmp_path)}
     env = Environment(cpu_count=2, cpu_model="Test CPU 9000")
     measurements = iter([(2e9, 512), (1e9, 256), (3e9, 1024)])
@@ -153,6 +156,7 @@ def test_cpu_peak_keeps_the_best_measurement_of_each_process(tmp_path,
 
 def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(flops, "_MEASURED", set())
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     monkeypatch.setattr(flops, "_MEASURE_SECONDS", 0.3)
     environ = {"PAINLESS_TF_CACHE": str(tmp_path)}
     env = Environment(cpu_count=2, cpu_model="Test CPU 9000")
