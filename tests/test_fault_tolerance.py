@@ -185,6 +185,48 @@ def test_changed_flags_are_refused_with_the_differences(setup, tmp_path):
 
 
 @pytest.mark.slow
+def test_changed_math_or_damaged_checkpoints_never_resume_wrongly(
+        setup, tmp_path):
+    # Items 1-3 of issue 22 on the app: the trainable layers, warm-up,
+    # weight decay and dropout are in the signature; every checkpoint
+    # damaged stops the run instead of restarting it from update 0.
+    _, preset, train, _ = setup
+    model_dir = str(tmp_path / "run")
+    killed = finetune(setup_args(preset, train), model_dir,
+                      env={"PAINLESS_TF_KILL_AT": "batch_begin:3"})
+    assert killed.returncode == -signal.SIGKILL
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    before = {name: os.path.getmtime(os.path.join(checkpoints, name))
+              for name in os.listdir(checkpoints)}
+    changed = setup_args(preset, train) + [
+        "--trainable_layers=1", "--warmup_fraction=0.2",
+        "--weight_decay=0.05", "--dropout=0.2"]
+    refused = finetune(changed, model_dir)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    for difference in ("trainable_layers: 'all' -> 1",
+                       "warmup_fraction: 0.1 -> 0.2", "-> 0.05",
+                       "dropout: None -> 0.2", "--overwrite"):
+        assert difference in line, (difference, line)
+    assert "resumed from" not in refused.stdout
+    assert {name: os.path.getmtime(os.path.join(checkpoints, name))
+            for name in os.listdir(checkpoints)} == before
+    for name in before:
+        folder = os.path.join(checkpoints, name)
+        data = [n for n in os.listdir(folder) if n.startswith("state.data")]
+        with open(os.path.join(folder, data[0]), "r+b") as f:
+            f.truncate(1)
+    stopped = finetune(setup_args(preset, train), model_dir)
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {checkpoints} holds {len(before)} "
+                           "checkpoint(s) and none can be resumed"), line
+    assert "--overwrite" in line
+    assert "epoch 1/" not in stopped.stdout  # nothing trained
+    assert sorted(os.listdir(checkpoints)) == sorted(before)
+
+
+@pytest.mark.slow
 def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
     _, preset, train, _ = setup
     model_dir = str(tmp_path / "run")
