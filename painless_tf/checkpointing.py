@@ -20,8 +20,11 @@ A checkpoint is written into a `.partial-` folder, every file fsync'ed and
 listed with its sha256 in the manifest, and only then renamed into place: a
 kill at any moment leaves the previous checkpoints intact. At restore, a
 checkpoint whose files do not match their manifest is reported in one line
-and the one before it is used. Only TensorFlow's checkpoint format is read:
-nothing is unpickled.
+and the one before it is used; so is one whose values (keys, shapes, dtypes)
+do not fit the current model and optimizer, found before any variable is
+assigned. When checkpoints exist and none is usable, `ResumeError` says so:
+a run never starts over from update 0 without a word. Only TensorFlow's
+checkpoint format is read: nothing is unpickled.
 """
 
 import dataclasses
@@ -79,40 +82,94 @@ class Position:
 
 
 def random_states(model):
-    """The model's seed-generator states (dropout), ordered by path.
+    """The model's seed-generator states (dropout), in the model's order.
 
     Keras keeps them in `model.variables` but not in `model.weights`, and a
     `SeedGenerator` is not itself tracked by `tf.train.Checkpoint`; without
-    them a resumed run would draw other dropout masks.
+    them a resumed run would draw other dropout masks. The order is the
+    model's structure, not the variables' names: Keras numbers unnamed
+    seed generators per process (`seed_generator_7` in a run whose LR range
+    test built another model first, `seed_generator_15` after a resume that
+    skipped it), so a name order can pair a saved state with another
+    generator.
     """
     weights = {id(v) for v in model.weights}
-    states = [v for v in model.variables if id(v) not in weights]
-    return sorted(states, key=lambda v: v.path)
+    return [v for v in model.variables if id(v) not in weights]
+
+
+# The signature's layout; a manifest without it was written by the first
+# one, a hand-written list of fields (`_LEGACY_SIGNATURE`).
+SIGNATURE_FORMAT = 2
+_LEGACY_SIGNATURE = (
+    "model", "data", "text_columns", "label_column", "global_batch_size",
+    "epochs", "seed", "max_sequence_length", "optimizer", "momentum",
+    "nesterov", "learning_rate",
+)
+# Fields of `run.RunConfig` and `plan.Plan` that a resumed run may change,
+# and why. Every other field is in the run signature.
+SIGNATURE_EXCLUDED = {
+    "model_dir": "where the run is, not what it computes",
+    "reasons": "words about the decisions, not decisions",
+    "lr_range_test": "a record of the curve; its outcome, learning_rate, "
+                     "is in the signature",
+    "strategy": "exact by design: N replicas update as one device does",
+    "num_replicas": "exact by design: N replicas update as one device does",
+    "num_workers": "exact by design: N workers update as one process does",
+    "tpu": "the address of the hardware, not the math",
+    "micro_batch_size": "exact by design: accumulated micro-batches update "
+                        "as one global batch does",
+    "accumulation_steps": "exact by design: accumulated micro-batches "
+                          "update as one global batch does",
+    "xla": "the same math, compiled or not",
+    "fused_update": "the same update, fused into one function or not",
+}
 
 
 def run_signature(config, plan, data_fingerprint):
-    """What must not change between a run and its resumption."""
-    return {
-        "model": config.model,
-        "data": data_fingerprint,
-        "text_columns": list(config.text_columns),
-        "label_column": config.label_column,
-        "global_batch_size": plan.global_batch_size,
-        "epochs": plan.epochs,
-        "seed": plan.seed,
-        "max_sequence_length": plan.max_sequence_length,
-        "optimizer": plan.optimizer,
-        "momentum": plan.momentum,
-        "nesterov": plan.nesterov,
-        "learning_rate": plan.learning_rate,
-    }
+    """What must not change between a run and its resumption.
+
+    Every field of `config` (a `run.RunConfig`) and of `plan` (a
+    `plan.Plan`) except `SIGNATURE_EXCLUDED`; where both have a field, the
+    plan's value (the decision) stands for the config's (the request, e.g.
+    "auto"). `data_fingerprint` stands for the training data's content.
+
+    Examples:
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     model_dir: str = "runs/a"
+    ...     dropout: float = 0.1
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Plan:
+    ...     epochs: int = 3
+    ...     xla: bool = True
+    >>> signature = run_signature(Config(), Plan(), "ab12")
+    >>> signature["dropout"], signature["epochs"], "xla" in signature
+    (0.1, 3, False)
+    """
+    signature = {}
+    for source in (config, plan):  # the plan's value wins
+        for field in dataclasses.fields(source):
+            if field.name not in SIGNATURE_EXCLUDED:
+                signature[field.name] = getattr(source, field.name)
+    signature["data"] = data_fingerprint
+    signature["format"] = SIGNATURE_FORMAT
+    # As the manifest stores it, so that saved and current compare equal.
+    return json.loads(json.dumps(signature, sort_keys=True, default=repr))
 
 
 def signature_differences(saved, current):
-    """One readable line per field that differs."""
+    """One readable line per field that differs.
+
+    A signature of the first format (no "format") is compared on the
+    fields it recorded.
+    """
+    keys = set(saved) | set(current)
+    if "format" not in saved:
+        keys = set(saved) & set(_LEGACY_SIGNATURE)
     return [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-        for key in sorted(set(saved) | set(current))
+        for key in sorted(keys)
         if saved.get(key) != current.get(key)
     ]
 
@@ -140,10 +197,18 @@ class CheckpointManager:
     """
 
     def __init__(self, directory, state, *, keep=3, is_chief=True):
+        if keep < 1:
+            # With none kept, a kill would leave nothing to resume from.
+            raise ValueError(
+                "--keep_checkpoints must be >= 1. Received: "
+                f"--keep_checkpoints={keep}"
+            )
         self.directory = directory
+        self.state = dict(state)
         self.checkpoint = tf.train.Checkpoint(**state)
         self.keep = keep
         self.is_chief = is_chief
+        self._expected = None
 
     def save(self, position, *, signature):
         """Writes a checkpoint atomically; returns its folder."""
@@ -166,6 +231,7 @@ class CheckpointManager:
             files[file] = _sha256(path)
             _fsync_file(path)
         manifest = {
+            "format": SIGNATURE_FORMAT,
             "position": dataclasses.asdict(position),
             "signature": signature,
             "files": files,
@@ -196,33 +262,53 @@ class CheckpointManager:
         ]
 
     def latest_manifest(self):
-        """The manifest of the newest checkpoint that verifies, or None."""
+        """The manifest of the newest checkpoint that verifies, or None.
+
+        None only when there is no complete checkpoint; when there are
+        some and none verifies, raises `ResumeError` (a run must not start
+        over from update 0 without a word).
+        """
+        problems = []
         for folder in self.complete():
-            manifest = _verified_manifest(folder)
+            manifest, problem = _verified_manifest(folder)
             if manifest is not None:
                 return manifest
+            problems.append(f"{os.path.basename(folder)}: {problem}")
+        if problems:
+            raise self._none_usable(problems)
         return None
 
     def restore_latest(self):
-        """Restores the newest checkpoint that verifies; its `Position`.
+        """Restores the newest usable checkpoint; returns its `Position`.
 
-        Returns None when there is none. Corrupt ones are reported in one
-        line each and skipped.
+        All or nothing: a checkpoint is compared with what this state would
+        write (every key, shape and dtype) before any variable is assigned.
+        A damaged or mismatching checkpoint is reported in one line and the
+        one before it is used. Returns None when there is no complete
+        checkpoint; raises `ResumeError` when there are some and none is
+        usable.
         """
+        problems = []
         for folder in self.complete():
-            manifest = _verified_manifest(folder)
+            manifest, problem = _verified_manifest(folder)
             if manifest is None:
+                problems.append(f"{os.path.basename(folder)}: {problem}")
                 continue
+            prefix = os.path.join(folder, _PREFIX)
             try:
-                self.checkpoint.read(
-                    os.path.join(folder, _PREFIX)
-                ).assert_existing_objects_matched()
-            except (tf.errors.OpError, AssertionError, ValueError) as e:
-                logging.warning(
-                    "checkpoint %s cannot be read (%s); using the one "
-                    "before it", folder, " ".join(str(e).split())[:200],
-                )
+                problem = _mismatch(_values(prefix), self._expected_values())
+            except (tf.errors.OpError, ValueError) as e:
+                problem = f"cannot be read ({_short(e)})"
+            if problem:
+                _report(folder, f"checkpoint {folder} does not fit this "
+                        f"model ({problem}); using the one before it")
+                problems.append(f"{os.path.basename(folder)}: {problem}")
                 continue
+            checkpoint = (
+                self.checkpoint if manifest.get("format")
+                else self._legacy_checkpoint()
+            )
+            checkpoint.read(prefix).assert_existing_objects_matched()
             return Position(
                 **{
                     **manifest["position"],
@@ -231,7 +317,52 @@ class CheckpointManager:
                     ),
                 }
             )
+        if problems:
+            raise self._none_usable(problems)
         return None
+
+    def _none_usable(self, problems):
+        return ResumeError(
+            f"{self.directory} holds {len(problems)} checkpoint(s) and none "
+            f"can be resumed ({'; '.join(problems)}). Pass --overwrite to "
+            "start over, or choose another --model_dir."
+        )
+
+    def _expected_values(self):
+        """{checkpoint key: (shape, dtype)} of what this state writes.
+
+        Found by writing the state once (TensorFlow has no public way to
+        list a checkpoint's keys without writing it). The chief writes next
+        to its checkpoints, under a `.partial-` name that the next start
+        removes if a kill interrupts; every worker writes (saving may read
+        variables collectively, see `save`).
+        """
+        if self._expected is None:
+            if self.is_chief and os.path.isdir(self.directory):
+                scratch = os.path.join(
+                    self.directory,
+                    f".partial-verify-{os.getpid()}-{time.time_ns()}",
+                )
+            else:
+                scratch = tempfile.mkdtemp(prefix="painless-verify-")
+            try:
+                self._expected = _values(
+                    self.checkpoint.write(os.path.join(scratch, _PREFIX))
+                )
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return self._expected
+
+    def _legacy_checkpoint(self):
+        # Checkpoints of the first format listed the dropout states by
+        # name; a run that built no other model first (the only kind such
+        # a checkpoint resumed exactly) names them as its resumption does.
+        state = dict(self.state)
+        if isinstance(state.get("random_states"), list):
+            state["random_states"] = sorted(
+                state["random_states"], key=lambda v: v.path
+            )
+        return tf.train.Checkpoint(**state)
 
     def clean_partial(self):
         """Removes writes that a kill interrupted."""
@@ -248,7 +379,22 @@ class CheckpointManager:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+# (folder, line) already logged: the manifests are read twice per start.
+_reported = set()
+
+
+def _report(folder, line):
+    if (folder, line) not in _reported:
+        _reported.add((folder, line))
+        logging.warning("%s", line)
+
+
+def _short(error):
+    return " ".join(str(error).split())[:200]
+
+
 def _verified_manifest(folder):
+    """(manifest, None) if every file matches it, else (None, why)."""
     path = os.path.join(folder, "manifest.json")
     try:
         with open(path) as f:
@@ -256,13 +402,51 @@ def _verified_manifest(folder):
         for file, digest in manifest["files"].items():
             if _sha256(os.path.join(folder, file)) != digest:
                 raise ValueError(f"{file} does not match its sha256")
-        return manifest
+        return manifest, None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        logging.warning(
-            "checkpoint %s is damaged (%s); using the one before it",
-            folder, " ".join(str(e).split())[:200],
+        problem = f"damaged: {_short(e)}"
+        _report(folder, f"checkpoint {folder} is damaged ({_short(e)}); "
+                "using the one before it")
+        return None, problem
+
+
+def _values(prefix):
+    """{key: (shape, dtype)} of the values a checkpoint holds."""
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    return {
+        key: (tuple(shape), dtypes[key].name)
+        for key, shape in shapes.items()
+        if key != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+
+
+def _mismatch(saved, expected):
+    """What differs between two `_values`, in a few words, or ""."""
+    extra = sorted(set(saved) - set(expected))
+    missing = sorted(set(expected) - set(saved))
+    changed = sorted(
+        key for key in set(saved) & set(expected)
+        if saved[key] != expected[key]
+    )
+    problems = []
+    if extra:
+        problems.append(
+            f"{len(extra)} value(s) this model does not have, e.g. {extra[0]}"
         )
-        return None
+    if missing:
+        problems.append(
+            f"{len(missing)} value(s) of this model missing, e.g. "
+            f"{missing[0]}"
+        )
+    if changed:
+        key = changed[0]
+        problems.append(
+            f"{len(changed)} value(s) of another shape or dtype, e.g. {key} "
+            f"{saved[key]} vs {expected[key]}"
+        )
+    return ", ".join(problems)
 
 
 def _sha256(path):

@@ -71,7 +71,9 @@ def define_checkpoint_flags():
         "checkpoint_every_updates", 0,
         "Also checkpoint every N optimizer updates (0: by time only).")
     flags.DEFINE_integer(
-        "keep_checkpoints", 3, "Complete checkpoints kept.")
+        "keep_checkpoints", 3,
+        "Complete checkpoints kept (at least 1: the one to resume from).",
+        lower_bound=1)
     flags.DEFINE_bool(
         "overwrite", False,
         "Start over in a --model_dir that holds another run, instead of "

@@ -388,6 +388,13 @@ class CheckpointOptions:
     max_rollbacks: int = 3  # NaN rollbacks before giving up
     rollback_learning_rate_factor: float = 0.5
 
+    def __post_init__(self):
+        if self.keep < 1:
+            raise ValueError(
+                "--keep_checkpoints must be >= 1 (a kill would leave nothing "
+                f"to resume from). Received: --keep_checkpoints={self.keep}"
+            )
+
 
 def data_fingerprint(tokenized):
     """sha256 of the training token ids, lengths and labels."""

@@ -183,6 +183,48 @@ def test_changed_flags_are_refused_with_the_differences(setup, tmp_path):
 
 
 @pytest.mark.slow
+def test_changed_math_or_damaged_checkpoints_never_resume_wrongly(
+        setup, tmp_path):
+    # Items 1-3 of issue 22 on the app: the trainable layers, warm-up,
+    # weight decay and dropout are in the signature; every checkpoint
+    # damaged stops the run instead of restarting it from update 0.
+    _, preset, train, _ = setup
+    model_dir = str(tmp_path / "run")
+    killed = finetune(setup_args(preset, train), model_dir,
+                      env={"PAINLESS_TF_KILL_AT": "batch_begin:3"})
+    assert killed.returncode == -signal.SIGKILL
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    before = {name: os.path.getmtime(os.path.join(checkpoints, name))
+              for name in os.listdir(checkpoints)}
+    changed = setup_args(preset, train) + [
+        "--trainable_layers=1", "--warmup_fraction=0.2",
+        "--weight_decay=0.05", "--dropout=0.2"]
+    refused = finetune(changed, model_dir)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    for difference in ("trainable_layers: 'all' -> 1",
+                       "warmup_fraction: 0.1 -> 0.2", "-> 0.05",
+                       "dropout: None -> 0.2", "--overwrite"):
+        assert difference in line, (difference, line)
+    assert "resumed from" not in refused.stdout
+    assert {name: os.path.getmtime(os.path.join(checkpoints, name))
+            for name in os.listdir(checkpoints)} == before
+    for name in before:
+        folder = os.path.join(checkpoints, name)
+        data = [n for n in os.listdir(folder) if n.startswith("state.data")]
+        with open(os.path.join(folder, data[0]), "r+b") as f:
+            f.truncate(1)
+    stopped = finetune(setup_args(preset, train), model_dir)
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {checkpoints} holds {len(before)} "
+                           "checkpoint(s) and none can be resumed"), line
+    assert "--overwrite" in line
+    assert "epoch 1/" not in stopped.stdout  # nothing trained
+    assert sorted(os.listdir(checkpoints)) == sorted(before)
+
+
+@pytest.mark.slow
 def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
     _, preset, train, _ = setup
     model_dir = str(tmp_path / "run")
@@ -196,3 +238,219 @@ def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
     assert np.isfinite(result["final_train_loss"])
     # The poisoned batch is skipped: one update fewer than planned.
     assert result["optimizer_updates"] == planned_updates(model_dir) - 1
+
+
+# Library-level checks of the restore and the signature (no subprocess).
+
+
+def _tiny_state(*, head_only=False, seed=0):
+    """A tiny classifier and an AdamW built on all of it or on its head."""
+    import keras
+
+    from painless_tf import checkpointing
+
+    keras.utils.set_random_seed(seed)
+    model = tiny.tiny_classifier(2, dropout=0.1)
+    model(tiny.token_batch(2, num_classes=2)[0])
+    variables = model.trainable_variables
+    if head_only:
+        variables = [v for v in variables if "logits" in v.path]
+    optimizer = keras.optimizers.AdamW(1e-3)
+    optimizer.build(variables)
+    return model, optimizer, {
+        "model": model, "optimizer": optimizer,
+        "random_states": checkpointing.random_states(model),
+    }
+
+
+def _values(model, optimizer):
+    return [v.numpy().copy() for v in [*model.variables, *optimizer.variables]]
+
+
+def test_a_checkpoint_of_another_structure_assigns_nothing(tmp_path):
+    # Item 1 of issue 22: the optimizer of a run with other trainable
+    # layers has other slots; restoring must refuse before assigning any.
+    from painless_tf import checkpointing
+
+    directory = str(tmp_path / "checkpoints")
+    model, optimizer, state = _tiny_state()
+    optimizer.iterations.assign(22)
+    checkpointing.CheckpointManager(directory, state).save(
+        checkpointing.Position(updates=22), signature={})
+    other_model, other_optimizer, other_state = _tiny_state(head_only=True,
+                                                            seed=1)
+    before = _values(other_model, other_optimizer)
+    manager = checkpointing.CheckpointManager(directory, other_state)
+    with pytest.raises(checkpointing.ResumeError) as error:
+        manager.restore_latest()
+    message = str(error.value)
+    assert "\n" not in message
+    assert directory in message and "update-000000022" in message
+    assert "value(s) this model does not have" in message
+    assert "--overwrite" in message
+    after = _values(other_model, other_optimizer)
+    assert int(other_optimizer.iterations.numpy()) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # No scratch write is left behind.
+    assert os.listdir(directory) == ["update-000000022"]
+
+
+def test_a_mismatching_checkpoint_falls_back_to_the_previous_that_fits(
+        tmp_path):
+    import tensorflow as tf
+
+    from painless_tf import checkpointing
+
+    directory = str(tmp_path / "checkpoints")
+    v = tf.Variable([1.0, 2.0])
+    checkpointing.CheckpointManager(directory, {"v": v}).save(
+        checkpointing.Position(updates=1), signature={})
+    wide = tf.Variable([1.0, 2.0, 3.0])
+    checkpointing.CheckpointManager(directory, {"v": wide}).save(
+        checkpointing.Position(updates=2), signature={})
+    v.assign([0.0, 0.0])
+    position = checkpointing.CheckpointManager(
+        directory, {"v": v}).restore_latest()
+    assert position.updates == 1
+    assert v.numpy().tolist() == [1.0, 2.0]
+
+
+def test_every_checkpoint_damaged_is_refused_not_restarted(tmp_path):
+    # Item 3 of issue 22: no silent restart from update 0.
+    import tensorflow as tf
+
+    from painless_tf import checkpointing
+
+    directory = str(tmp_path / "checkpoints")
+    v = tf.Variable(1.0)
+    manager = checkpointing.CheckpointManager(directory, {"v": v})
+    for updates in (1, 2, 3):
+        v.assign(float(updates))
+        manager.save(checkpointing.Position(updates=updates), signature={})
+    for folder in manager.complete():
+        data = [n for n in os.listdir(folder) if n.startswith("state.data")]
+        with open(os.path.join(folder, data[0]), "r+b") as f:
+            f.truncate(1)
+    v.assign(7.0)
+    for read in (manager.latest_manifest, manager.restore_latest):
+        with pytest.raises(checkpointing.ResumeError) as error:
+            read()
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith(f"{directory} holds 3 checkpoint(s) and "
+                                  "none can be resumed")
+        assert "does not match its sha256" in message
+        assert "--overwrite" in message
+    assert float(v.numpy()) == 7.0
+
+
+def test_keep_checkpoints_must_be_at_least_one(tmp_path):
+    # Item 4 of issue 22 (the flag's lower bound: test_apps-style run below).
+    from painless_tf import checkpointing
+    from painless_tf import run
+
+    with pytest.raises(ValueError, match=r"--keep_checkpoints must be >= 1"):
+        run.CheckpointOptions(keep=0)
+    with pytest.raises(ValueError, match=r"Received: --keep_checkpoints=0"):
+        checkpointing.CheckpointManager(str(tmp_path), {}, keep=0)
+
+
+def test_keep_checkpoints_zero_is_refused_before_anything_runs(tmp_path):
+    model_dir = tmp_path / "run"
+    result = finetune(["--keep_checkpoints=0"], str(model_dir))
+    assert result.returncode != 0
+    assert "--keep_checkpoints=0" in result.stderr
+    assert not model_dir.exists()
+
+
+def test_random_states_follow_the_model_not_the_names():
+    # Keras numbers unnamed seed generators per process: a model built
+    # after another one (the LR range test's) has other numbers, and name
+    # order paired saved dropout states with other generators.
+    import re
+
+    from painless_tf import checkpointing
+
+    def structure(model):
+        return [re.sub(r"_\d+(?=/|$)", "", v.path)
+                for v in checkpointing.random_states(model)]
+
+    first = tiny.tiny_classifier(2, dropout=0.1)
+    for _ in range(3):
+        later = tiny.tiny_classifier(2, dropout=0.1)
+    assert [v.path for v in checkpointing.random_states(first)] != [
+        v.path for v in checkpointing.random_states(later)]
+    assert structure(first) == structure(later)
+    assert len(structure(first)) >= 2
+
+
+def _config_and_plan():
+    from painless_tf import hardware
+    from painless_tf import plan as plan_lib
+    from painless_tf import run
+
+    config = run.RunConfig(train_data="train.csv", precision="float32")
+    plan = plan_lib.make_plan(
+        environment=hardware.Environment(memory_bytes=8 * 2**30),
+        num_train_examples=1000, precision="float32", xla=False)
+    return config, plan
+
+
+def test_the_signature_holds_every_field_but_the_listed_ones():
+    import dataclasses
+
+    from painless_tf import checkpointing
+    from painless_tf import run
+
+    config, plan = _config_and_plan()
+    signature = checkpointing.run_signature(config, plan, "f00d")
+    fields = {f.name for f in dataclasses.fields(config)} | {
+        f.name for f in dataclasses.fields(plan)}
+    excluded = set(checkpointing.SIGNATURE_EXCLUDED)
+    assert excluded <= fields
+    assert set(signature) == (fields - excluded) | {"data", "format"}
+    for name in ("warmup_fraction", "weight_decay", "dropout",
+                 "trainable_layers", "warmup_steps", "bucket_boundaries",
+                 "precision", "clip_norm", "split", "lr_range_test_steps"):
+        assert name in signature, name
+    # A field added later is in the signature unless it is excluded.
+    Extended = dataclasses.make_dataclass(
+        "Extended", [("label_smoothing", float, 0.1)],
+        bases=(run.RunConfig,), frozen=True)
+    extended = checkpointing.run_signature(
+        Extended(**dataclasses.asdict(config)), plan, "f00d")
+    assert extended["label_smoothing"] == 0.1
+    # The plan's decision stands for the config's request.
+    assert signature["weight_decay"] == plan.weight_decay != config.weight_decay
+
+
+def test_signature_differences_name_each_changed_field():
+    import dataclasses
+
+    from painless_tf import checkpointing
+
+    config, plan = _config_and_plan()
+    saved = checkpointing.run_signature(config, plan, "f00d")
+    same = checkpointing.run_signature(
+        dataclasses.replace(config, model_dir="elsewhere", xla=True),
+        dataclasses.replace(plan, micro_batch_size=plan.micro_batch_size // 2,
+                            accumulation_steps=2, reasons={"x": "y"}),
+        "f00d")
+    assert checkpointing.signature_differences(saved, same) == []
+    changed = checkpointing.run_signature(
+        dataclasses.replace(config, warmup_fraction=0.2, dropout=0.3),
+        dataclasses.replace(plan, weight_decay=0.05), "beef")
+    assert checkpointing.signature_differences(saved, changed) == [
+        "data: 'f00d' -> 'beef'",
+        "dropout: None -> 0.3",
+        "warmup_fraction: 0.1 -> 0.2",
+        f"weight_decay: {plan.weight_decay!r} -> 0.05",
+    ]
+    # A manifest of the first format is compared on the fields it has.
+    legacy = {key: saved[key] for key in (
+        "model", "data", "text_columns", "label_column", "global_batch_size",
+        "epochs", "seed", "max_sequence_length", "optimizer", "momentum",
+        "nesterov", "learning_rate")}
+    assert checkpointing.signature_differences(legacy, saved) == []
+    assert checkpointing.signature_differences(legacy, changed) == [
+        "data: 'f00d' -> 'beef'"]
