@@ -1300,16 +1300,26 @@ def _choose_precision(measurement, candidates, env, cached):
         rule, rule_why = "float32", "float32 kept"
     if rule not in valid:
         rule, rule_why = min(median, key=median.get), "the only finite one"
+    def clearly_faster(fast, slow):
+        return median[slow] / median[fast] >= 1 + _PRECISION_MARGIN and (
+            max(valid[fast]) < min(valid[slow])
+        )
+
     # Ties go to the rule.
     best = min(median, key=lambda p: (median[p], p != rule))
     if best == rule:
         others = ", ".join(
             f"{p} {median[p] / median[best]:.2f}x slower" for p in median if p != best
         )
+        if others and not all(clearly_faster(best, p) for p in median if p != best):
+            return best, (
+                f"{rule_why}, and the probe agrees within the noise ({others})"
+                + note
+            )
         detail = f" ({others})" if others else ""
         return best, f"measured fastest on this CPU{detail}" + note
     ratio = median[rule] / median[best]
-    if ratio >= 1 + _PRECISION_MARGIN and max(valid[best]) < min(valid[rule]):
+    if clearly_faster(best, rule):
         return best, f"measured {ratio:.2f}x faster than {rule} on this CPU" + note
     return rule, (
         f"{rule_why}: the probe's {best} was {ratio:.2f}x faster than {rule}, "

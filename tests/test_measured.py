@@ -109,7 +109,8 @@ def test_busy_and_quiet_timings_give_the_same_precision(
             measured = reason.startswith("measured")
             # Either the medians decided, or the rule did and says why.
             assert measured or (
-                reason.startswith("CPU-feature rule") and "within the noise" in reason
+                reason.startswith("CPU-feature rule")
+                and "within the noise" in reason
             ), reason
             assert f"median of {plan_lib._PRECISION_ROUNDS} interleaved" in reason
         assert "load average 0.50 -> 0.50 on 2 cores" in quiet.reasons["precision"]
@@ -125,6 +126,14 @@ def test_a_small_gap_is_left_to_the_cpu_feature_rule(tmp_path, load):
     assert plan.reasons["precision"].startswith(
         "CPU-feature rule (no avx512_bf16/amx_bf16): the probe's "
         "mixed_bfloat16 was 1.05x faster than float32, within the noise"
+    )
+    # The rule's choice ahead, but by less than the margin: the rule, saying so.
+    probe = _JitterProbe(0.0, 0, float32=1.0, mixed_bfloat16=1.05)
+    plan = _plan(probe, tmp_path / "ahead")
+    assert (plan.precision, plan.reasons["precision"].split(";")[0]) == (
+        "float32",
+        "CPU-feature rule (no avx512_bf16/amx_bf16), and the probe agrees "
+        "within the noise (mixed_bfloat16 1.05x slower)",
     )
     # 30% faster, but one slow timing overlaps float32's: still noise.
     timings = iter([1.3, 1.0, 1.3, 1.0, 1.3, 1.0, 1.3, 1.0, 1.3, 1.4])
