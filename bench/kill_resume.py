@@ -30,12 +30,20 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_SEEDS = flags.DEFINE_integer("seeds", 10, "Kill schedules to run (0..N-1).")
-_ROWS = flags.DEFINE_integer("rows", 120, "Labelled rows of the tiny data.")
-_EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs per run.")
-_WORK_DIR = flags.DEFINE_string(
-    "work_dir", None, "Where the runs go (default: a temporary folder, "
-    "removed afterwards).")
+_SEEDS = _ROWS = _EPOCHS = _WORK_DIR = None
+
+
+def define_flags():
+    """The script's flags, defined only when it runs as a program: the
+    test suite imports this module beside the apps, whose flags share
+    names with these (--epochs)."""
+    global _SEEDS, _ROWS, _EPOCHS, _WORK_DIR
+    _SEEDS = flags.DEFINE_integer("seeds", 10, "Kill schedules to run (0..N-1).")
+    _ROWS = flags.DEFINE_integer("rows", 120, "Labelled rows of the tiny data.")
+    _EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs per run.")
+    _WORK_DIR = flags.DEFINE_string(
+        "work_dir", None, "Where the runs go (default: a temporary folder, "
+        "removed afterwards).")
 
 # Where an outside kill is armed: the first output line containing the
 # marker, then a random delay (seconds) drawn up to the bound.
@@ -199,4 +207,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from apps import launch_local
-from apps.launch_local import LaunchError, LaunchOptions, WorkerFailedError
+from apps import launch_local  # noqa: F401  (the app must import)
+from painless_tf import launcher
+from painless_tf.launcher import LaunchError, LaunchOptions, WorkerFailedError
 
 _LAUNCHER = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -107,7 +108,7 @@ def _is_running(pid):
 
 
 def test_free_ports_are_distinct_and_bindable():
-    ports = launch_local.free_ports(8)
+    ports = launcher.free_ports(8)
     assert len(set(ports)) == 8
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -116,18 +117,18 @@ def test_free_ports_are_distinct_and_bindable():
 
 def test_tf_config_is_a_worker_only_cluster():
     workers = ["127.0.0.1:2222", "127.0.0.1:2223", "127.0.0.1:2224"]
-    assert launch_local.tf_config(workers, 2) == {
+    assert launcher.tf_config(workers, 2) == {
         "cluster": {"worker": workers},
         "task": {"type": "worker", "index": 2},
     }
     with pytest.raises(ValueError, match=r"\[0, 3\).*index=3"):
-        launch_local.tf_config(workers, 3)
+        launcher.tf_config(workers, 3)
 
 
 def test_each_worker_gets_its_own_tf_config_and_prefixed_output(worker_module):
     output = io.StringIO()
     options = LaunchOptions(num_workers=3, module=worker_module)
-    launch_local.launch(["--sleep=0", "--model_dir=runs/x"], options, output=output)
+    launcher.launch(["--sleep=0", "--model_dir=runs/x"], options, output=output)
 
     lines = _lines_by_worker(output.getvalue())
     assert sorted(lines) == [0, 1, 2]
@@ -153,7 +154,7 @@ def test_workers_start_where_bazel_run_was_called(worker_module, tmp_path,
                                                   monkeypatch):
     monkeypatch.setenv("BUILD_WORKING_DIRECTORY", str(tmp_path))
     output = io.StringIO()
-    launch_local.launch([], LaunchOptions(num_workers=1, module=worker_module),
+    launcher.launch([], LaunchOptions(num_workers=1, module=worker_module),
                         output=output)
     assert f"[worker 0] CWD {os.path.realpath(tmp_path)}" in (
         output.getvalue().splitlines()
@@ -171,7 +172,7 @@ def test_failing_worker_stops_the_others_quickly(worker_module, ready_dir, how,
             f"--ready_dir={ready_dir}"]
     start = time.monotonic()
     with pytest.raises(WorkerFailedError) as caught:
-        launch_local.launch(args, options, output=io.StringIO())
+        launcher.launch(args, options, output=io.StringIO())
     elapsed = time.monotonic() - start
 
     error = caught.value
@@ -194,7 +195,7 @@ def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(worker_module,
             f"--ready_dir={ready_dir}"]
     start = time.monotonic()
     with pytest.raises(WorkerFailedError, match="stopped worker 0"):
-        launch_local.launch(args, options, output=io.StringIO())
+        launcher.launch(args, options, output=io.StringIO())
     elapsed = time.monotonic() - start
 
     # At least the grace period, and less than the sleep: SIGKILL ended it.
@@ -206,7 +207,7 @@ def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(worker_module,
 def test_cluster_flags_after_the_separator_are_refused(worker_module, ready_dir):
     options = LaunchOptions(num_workers=2, module=worker_module)
     with pytest.raises(LaunchError, match=r"--task_index=1 contradicts .* Drop it"):
-        launch_local.launch(
+        launcher.launch(
             ["--task_index=1", f"--ready_dir={ready_dir}"], options,
             output=io.StringIO(),
         )
@@ -267,6 +268,6 @@ def test_sigterm_to_the_launcher_stops_every_worker(worker_module, ready_dir):
 
 
 def test_docstring_examples_run():
-    results = doctest.testmod(launch_local)
+    results = doctest.testmod(launcher)
     assert results.attempted >= 6
     assert results.failed == 0

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 import tiny
 from apps import finetune  # noqa: F401  (first: it defines the shared flags)
 from apps import tune
+from painless_tf import search
 from painless_tf import run
 
 FLAGS = flags.FLAGS
@@ -24,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_search_items_take_defaults_ranges_and_choices():
-    dimensions = tune.parse_search(
+    dimensions = search.parse_search(
         ["learning_rate", "epochs=1:2", "weight_decay=0|0.05",
          "trainable_layers=0|all", "warmup_fraction=0:0.1"]
     )
@@ -35,7 +36,7 @@ def test_search_items_take_defaults_ranges_and_choices():
     assert dimensions[0].kind == "log" and dimensions[1].kind == "int"
     assert dimensions[3].choices == ("0", "all")
     # The learning-rate range follows the optimizer's recipe.
-    (sgd,) = tune.parse_search(["learning_rate"], optimizer="sgd")
+    (sgd,) = search.parse_search(["learning_rate"], optimizer="sgd")
     assert (sgd.low, sgd.high) == (1e-3, 1e-1)
 
 
@@ -54,15 +55,15 @@ def test_search_items_take_defaults_ranges_and_choices():
 )
 def test_bad_search_items_say_what_to_do(item, message):
     with pytest.raises(ValueError, match=message):
-        tune.parse_search([item])
+        search.parse_search([item])
 
 
 def test_trial_zero_is_the_recipe_within_the_ranges():
     config = run.RunConfig(epochs=3, learning_rate="auto")
-    dimensions = tune.parse_search(["learning_rate", "epochs=1:2",
+    dimensions = search.parse_search(["learning_rate", "epochs=1:2",
                                     "weight_decay"])
     # epochs=3 lies outside 1:2, so the sampler chooses it instead.
-    assert tune.starting_point(config, dimensions) == {
+    assert search.starting_point(config, dimensions) == {
         "learning_rate": 3e-5, "weight_decay": 0.01}
 
 
@@ -80,13 +81,13 @@ class FakeTrial:
 
 def test_pruning_stops_a_trial_but_never_after_its_last_epoch():
     trial = FakeTrial(prune=True)
-    callback = tune.PruneCallback(trial, epochs=3)
+    callback = search.PruneCallback(trial, epochs=3)
     with pytest.raises(optuna.TrialPruned, match="after epoch 2 is below"):
         callback.on_epoch_end(1, {"val_accuracy": 0.5, "accuracy": 0.6})
     assert trial.reports == [(1, 0.5)]
     callback.on_epoch_end(2, {"val_accuracy": 0.55})  # the last: completes
     assert trial.reports[-1] == (2, 0.55)
-    calm = tune.PruneCallback(FakeTrial(prune=False), epochs=3)
+    calm = search.PruneCallback(FakeTrial(prune=False), epochs=3)
     calm.on_epoch_end(0, {"val_accuracy": 0.4})
 
 
@@ -127,19 +128,19 @@ def small_study():
 
 def test_budget_counts_finished_trials_and_their_minutes():
     study = small_study()
-    assert tune.budget_spent(study, max_trials=4, time_budget_minutes=0) is None
-    assert tune.budget_spent(study, max_trials=3, time_budget_minutes=0) == (
+    assert search.budget_spent(study, max_trials=4, time_budget_minutes=0) is None
+    assert search.budget_spent(study, max_trials=3, time_budget_minutes=0) == (
         "3 trials finished (--max_trials=3)")
-    assert tune.budget_spent(study, max_trials=9,
+    assert search.budget_spent(study, max_trials=9,
                             time_budget_minutes=8.0).startswith(
         "finished trials took 8.0 min")
-    assert tune.budget_spent(study, max_trials=9, time_budget_minutes=8.5) is None
+    assert search.budget_spent(study, max_trials=9, time_budget_minutes=8.5) is None
 
 
 def test_table_marks_the_best_and_the_flagfile_feeds_finetune(tmp_path):
     study = small_study()
-    dimensions = tune.parse_search(["learning_rate", "epochs"])
-    table = tune.results_table(study, dimensions).splitlines()
+    dimensions = search.parse_search(["learning_rate", "epochs"])
+    table = search.results_table(study, dimensions).splitlines()
     assert table[0] == ("| trial | state | learning_rate | epochs | "
                         "validation | test | minutes | model dir |")
     assert table[3] == ("| 1* | complete | 5.123e-05 | 2 | 0.85 | 0.83 | 4.0 "
@@ -150,7 +151,7 @@ def test_table_marks_the_best_and_the_flagfile_feeds_finetune(tmp_path):
              "learning_rate": "--learning_rate=0.01",
              "skip_bad_rows": "--skip_bad_rows"}
     path = tmp_path / "best.flags"
-    path.write_text(tune.best_flags(study, fixed))
+    path.write_text(search.best_flags(study, fixed))
     args = FLAGS.read_flags_from_files([f"--flagfile={path}"])
     assert sorted(args) == ["--epochs=2", "--learning_rate=5.12346e-05",
                             "--skip_bad_rows", "--train_data=train.csv"]
@@ -227,4 +228,4 @@ def run_json(path):
 def test_docstring_examples_run():
     import doctest
 
-    assert doctest.testmod(tune).failed == 0
+    assert doctest.testmod(search).failed == 0
