@@ -24,7 +24,8 @@ examples, whatever the split.
 On one device the update is compiled with XLA as one function
 (`fused_update`), and with one micro-batch per update the gradient goes to it
 directly, without the accumulators: the same arithmetic in fewer passes over
-memory (1.11x faster updates of the default model on a CPU).
+memory (1.11x faster updates of the default model on the 2-core AMD EPYC of
+docs/benchmarks.md, 2026-11-28).
 
 A micro-batch loss is divided by the micro-batch size (a constant) before
 differentiation, so loss scaling and float16 see gradients of a per-example
@@ -48,8 +49,9 @@ class Trainer(keras.Model):
     XLA-compiled per-replica step. Outputs are cast to float32, so logits and
     loss are float32 under a mixed policy.
 
-    Create it, and call `compile`, under the strategy's scope
-    (`painless_tf.compile_for_training` does all of that in one line).
+    Create it, and call `compile`, under the strategy's scope. A
+    `tf.data.Dataset` of raw strings given to `fit`, `evaluate` or `predict`
+    goes through the keras-hub model's preprocessor first.
 
     Args:
         model: keras.Model. Any Keras model, e.g. a keras-hub
@@ -101,6 +103,34 @@ class Trainer(keras.Model):
         self._accumulated_variables = None
         self._normalizer = None
         self._direct = False
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`; a `tf.data.Dataset` of raw strings first goes
+        through the keras-hub model's preprocessor, as `Task.fit` does."""
+        return super().fit(
+            self._preprocessed(x), y, *args,
+            validation_data=self._preprocessed(validation_data), **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, preprocessing raw strings like `fit`."""
+        return super().evaluate(self._preprocessed(x), y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`, preprocessing raw strings like `fit`."""
+        return super().predict(self._preprocessed(x), *args, **kwargs)
+
+    def _preprocessed(self, data):
+        preprocess = getattr(self.model, "preprocess_samples", None)
+        if (
+            preprocess is None
+            or getattr(self.model, "preprocessor", None) is None
+            or not isinstance(data, tf.data.Dataset)
+            or not any(spec.dtype == tf.string for spec in
+                       tf.nest.flatten(data.element_spec))
+        ):
+            return data
+        return data.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE
+                        ).prefetch(tf.data.AUTOTUNE)
 
     def call(self, inputs, training=False):
         outputs = self.model(inputs, training=training)
