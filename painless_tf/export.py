@@ -340,6 +340,9 @@ def export_model(
                 )
             shutil.rmtree(source)
         metadata = _metadata(classifier, vocab, num_text_columns, artifacts)
+        recorded = recorded_text_columns(model_dir)
+        if recorded is not None and len(recorded) == num_text_columns:
+            metadata["text_columns"] = recorded
         _write_json(os.path.join(staging, METADATA_FILE), metadata)
         report = _measure(
             model_dir, staging, classifier, vocab, num_text_columns,
@@ -547,6 +550,8 @@ def _load_model_dir(model_dir, quantize=None):
         vocab = data_lib.LabelVocab.from_json(
             os.path.join(model_dir, "labels.json")
         )
+        models.check_trained_head(
+            preset, len(vocab), os.path.join(model_dir, "labels.json"))
         classifier = models.load_classifier(preset, num_classes=len(vocab))
     except (data_lib.DataError, models.ModelError) as e:
         raise ExportError(str(e)) from None
@@ -880,24 +885,65 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
 
 
 def _model_dir_text_columns(path):
-    """How many text columns the model was trained on, if recorded.
+    """How many text columns the model was trained on, if recorded."""
+    columns = recorded_text_columns(path)
+    return None if columns is None else len(columns)
 
-    `apps/finetune.py` may record `text_columns` (a list of names) in
-    `metrics.json` or `plan.json`; None where neither has it.
+
+def recorded_text_columns(path: str) -> list[str] | None:
+    """The text columns a model was trained on, as its model dir records them.
+
+    `apps/finetune.py` writes them into `run.json` (and `metrics.json`); an
+    exported artifact's `export_metadata.json` copies them, and an artifact
+    inside `<model_dir>/export/` also finds its model dir's `run.json`.
+
+    Args:
+        path: str. A trained model dir, its `model/` folder, or an exported
+            `saved_model/` folder or `.tflite` file.
+
+    Returns:
+        The column names (one, or two for sentence pairs), or None where
+        nothing records them.
+
+    Examples:
+
+    >>> recorded_text_columns("/nonexistent") is None
+    True
     """
-    model_dir = _keras_model_dir(path)[0]
-    for name in ("metrics.json", "plan.json"):
-        file = os.path.join(model_dir, name)
-        if not os.path.isfile(file):
-            continue
-        with open(file, encoding="utf-8") as f:
-            try:
-                columns = json.load(f).get("text_columns")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-        if isinstance(columns, list) and len(columns) in (1, 2):
-            return len(columns)
+    path = os.path.abspath(os.fspath(path))
+    found = _keras_model_dir(path) if os.path.isdir(path) else None
+    if found is None:
+        # An exported artifact: its metadata, else the model dir above it.
+        folder = os.path.dirname(path)
+        metadata = _read_json_object(os.path.join(folder, METADATA_FILE))
+        columns = metadata.get("text_columns")
+        if _valid_columns(columns):
+            return list(columns)
+        found = _keras_model_dir(os.path.dirname(folder))
+        if found is None:
+            return None
+    model_dir = found[0]
+    for name in ("run.json", "metrics.json", "plan.json"):
+        columns = _read_json_object(os.path.join(model_dir, name)).get(
+            "text_columns")
+        if _valid_columns(columns):
+            return list(columns)
     return None
+
+
+def _valid_columns(columns):
+    return (isinstance(columns, list) and len(columns) in (1, 2)
+            and all(isinstance(c, str) for c in columns))
+
+
+def _read_json_object(path):
+    """The JSON object in `path`; {} when absent or not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _saved_model_predict_fn(path):

@@ -260,6 +260,13 @@ def prepare(config, *, environment=None):
         multiple_of=multiple,
         global_batch_size=first.global_batch_size,
     )
+    if info.fixed_length:
+        # Its outputs change with the padding (F-Net; RoFormer-v2, whose
+        # keras-hub mask leaves padded keys visible): one length, the one
+        # its preprocessor pads to when it predicts.
+        buckets = (max_length,)
+        why = ("one, the sequence length: padding changes this model's "
+               "outputs, so it trains as it predicts")
     steps = pipeline.steps_per_epoch(
         lengths, global_batch_size=first.global_batch_size, buckets=buckets
     )
