@@ -737,17 +737,25 @@ def describe(model: str) -> ModelInfo:
         intermediate_dim=getattr(backbone, "intermediate_dim", None),
         num_heads=getattr(backbone, "num_heads", None),
         max_sequence_length=getattr(backbone, "max_sequence_length", None),
-        fixed_length=_padding_changes_outputs(backbone, tokenizer),
+        fixed_length=padding_changes_outputs(backbone, tokenizer),
     )
 
 
-def _padding_changes_outputs(backbone, tokenizer):
+def padding_changes_outputs(backbone, tokenizer) -> bool:
     """Whether padding one text changes the outputs at its real tokens.
 
     Measured, not looked up by class: the backbone (random weights are
     enough) runs on `start x end` alone and padded to twice its length.
     Models with a padding mask, or one derived from the pad id (RoFormer-v2),
-    give the same outputs to float round-off; F-Net does not.
+    give the same outputs to float round-off; F-Net does not, nor does
+    keras-hub 0.32's RoFormer-v2 (its mask covers queries, not keys).
+
+    Args:
+        backbone: a keras-hub `Backbone`.
+        tokenizer: its keras-hub tokenizer, or None (then False).
+
+    Returns:
+        bool.
     """
     ids = [getattr(tokenizer, name, None)
            for name in ("start_token_id", "end_token_id", "pad_token_id")]
