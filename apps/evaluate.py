@@ -25,8 +25,14 @@ _MODEL_DIR = flags.DEFINE_string(
     "A trained model dir, an export/saved_model folder or a .tflite file.")
 _DATA = flags.DEFINE_string(
     "data", None, "Labelled CSV, TSV or JSONL file.", required=True)
-_TEXT_COLUMNS = flags.DEFINE_list("text_columns", ["text"], "Text column(s).")
-_LABEL_COLUMN = flags.DEFINE_string("label_column", "label", "Label column.")
+_TEXT_COLUMNS = flags.DEFINE_list(
+    "text_columns", None,
+    "Text column(s): one, or two for sentence pairs. Unset: the columns the "
+    "model was trained on (run.json), else 'text'.")
+_LABEL_COLUMN = flags.DEFINE_string(
+    "label_column", None,
+    "Label column. Unset: the one the model was trained on (run.json), else "
+    "'label'.")
 _ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "JSON output (default: <model_dir>/evaluation.json).")
@@ -36,10 +42,14 @@ _REPORT = flags.DEFINE_string(
 
 def main(argv):
     del argv
-    predictor = export.load_predictor(_MODEL_DIR.value)
+    columns = (_TEXT_COLUMNS.value
+               or export.recorded_text_columns(_MODEL_DIR.value) or ["text"])
+    predictor = export.load_predictor(
+        _MODEL_DIR.value, num_text_columns=len(columns))
     table = data.read_table(
-        _DATA.value, text_columns=_TEXT_COLUMNS.value,
-        label_column=_LABEL_COLUMN.value, encoding=_ENCODING.value)
+        _DATA.value, text_columns=columns,
+        label_column=_LABEL_COLUMN.value or _recorded_label_column(),
+        encoding=_ENCODING.value)
     vocab = data.LabelVocab(predictor.label_names)
     labels = [vocab.encode(label, where=f"{_DATA.value} line {line}")
               for label, line in zip(table.labels, table.lines)]
@@ -63,6 +73,24 @@ def main(argv):
     print("confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(names, result["confusion_matrix"]):
         print(f"{name:>12}  {row}")
+
+
+def _recorded_label_column():
+    """The label column of run.json in the model dir (or the one above an
+    exported artifact), else "label"."""
+    for folder in (_MODEL_DIR.value, os.path.dirname(_MODEL_DIR.value),
+                   os.path.dirname(os.path.dirname(_MODEL_DIR.value))):
+        path = os.path.join(folder, "run.json")
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    column = json.load(f).get("label_column")
+            except (OSError, ValueError, AttributeError):
+                break
+            if isinstance(column, str) and column:
+                return column
+            break
+    return "label"
 
 
 run_main = painless_flags.one_line_errors(main)

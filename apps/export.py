@@ -5,12 +5,12 @@ Writes `<model_dir>/export/` (see `painless_tf.export`): a SavedModel and
 `export_report.json` with each artifact's size, latency on this CPU and test
 accuracy against the Keras model. Prints the report as a table.
 
-The demo model, measured on the default data's test split and calibrated on
-its validation split (the split `apps/finetune.py` makes with the plan's
-seed):
+Any trained model dir alone: every format its tokenizer allows, measured
+on the run's own test split and int8 calibrated on its validation split
+(both rebuilt from `<model_dir>/run.json`); formats that cannot be built are
+listed with the reason:
 
-    python -m apps.export --model_dir=runs/demo \
-        --test_data=default --representative_data=default
+    python -m apps.export --model_dir=runs/demo
 
 Your own model and files, only the SavedModel and a dynamic-range TFLite:
 
@@ -20,6 +20,7 @@ Your own model and files, only the SavedModel and a dynamic-range TFLite:
 Sentence pairs: `--text_columns=premise,hypothesis`.
 """
 
+import dataclasses
 import json
 import os
 
@@ -30,6 +31,7 @@ from painless_tf import assets
 from painless_tf import data
 from painless_tf import export
 from painless_tf import flags as painless_flags
+from painless_tf import run
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/demo",
@@ -43,13 +45,14 @@ _FORMATS = flags.DEFINE_list(
 _TEST_DATA = flags.DEFINE_string(
     "test_data", None,
     "Labelled CSV/TSV/JSONL file for accuracy and latency, or 'default' for "
-    "the default data's test split; unset skips accuracy.",
+    "the default data's test split. Unset: the run's own test split "
+    "(rebuilt from <model_dir>/run.json), else accuracy is skipped.",
 )
 _REPRESENTATIVE_DATA = flags.DEFINE_string(
     "representative_data", None,
     "Labelled CSV/TSV/JSONL file whose texts calibrate tflite_int8 (e.g. "
     "the validation file), or 'default' for the default data's validation "
-    "split. Required for tflite_int8.",
+    "split. Unset: the run's own validation split (from run.json).",
 )
 _TEXT_COLUMNS = flags.DEFINE_list(
     "text_columns", None,
@@ -122,8 +125,9 @@ def _check_text_columns(value):
 
 
 @flags.multi_flags_validator(
-    ["formats", "representative_data"],
-    message="--formats includes tflite_int8, which calibrates on texts. "
+    ["formats", "representative_data", "model_dir"],
+    message="--formats includes tflite_int8, which calibrates on texts, and "
+    "the model dir has no run.json to find the run's validation split. "
     "Pass --representative_data=<validation file> (or 'default'), or drop "
     "tflite_int8 from --formats.",
 )
@@ -131,6 +135,7 @@ def _check_calibration_data(values):
     return (
         "tflite_int8" not in (values["formats"] or [])
         or bool(values["representative_data"])
+        or os.path.isfile(os.path.join(values["model_dir"] or "", "run.json"))
     )
 
 
@@ -148,9 +153,12 @@ def main(argv):
     )
     vocab = data.LabelVocab.from_json(os.path.join(model_dir, "labels.json"))
     columns = _TEXT_COLUMNS.value or _model_dir_text_columns(model_dir)
-    test = _examples(_TEST_DATA, "test", model_dir, vocab, columns)
+    splits = None
+    if not (_TEST_DATA.value and _REPRESENTATIVE_DATA.value):
+        splits = _run_splits(model_dir, vocab)
+    test = _examples(_TEST_DATA, "test", model_dir, vocab, columns, splits)
     representative = _examples(
-        _REPRESENTATIVE_DATA, "validation", model_dir, vocab, columns
+        _REPRESENTATIVE_DATA, "validation", model_dir, vocab, columns, splits
     )
     report = export.export_model(
         model_dir, options=options, test=test,
@@ -184,11 +192,38 @@ def _model_dir_text_columns(model_dir):
     return ["text"]
 
 
-def _examples(flag, split, model_dir, vocab, columns):
-    """`data.Examples` of a flag's file, or of the default data's `split`."""
+def _run_splits(model_dir, vocab):
+    """The run's own splits, rebuilt from run.json as finetune made them;
+    None without run.json."""
+    path = os.path.join(model_dir, "run.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    fields = {field.name for field in dataclasses.fields(run.RunConfig)}
+    config = run.RunConfig(**{
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in recorded.items()
+        if key in fields and key != "model_dir"
+    })
+    splits = run.load_data(config)
+    if splits.vocab != vocab:
+        raise data.DataError(
+            f"{path}: the run's data now has the labels {splits.vocab.names}, "
+            f"not the model's {vocab.names} (labels.json). Pass "
+            "--test_data and --representative_data.")
+    source = config.train_data or config.tfds or "the default data"
+    print(f"export: the run's own data ({source}): its validation split "
+          "calibrates int8, its test split measures accuracy", flush=True)
+    return splits
+
+
+def _examples(flag, split, model_dir, vocab, columns, splits=None):
+    """`data.Examples` of a flag's file, of the default data's `split`, or
+    (flag unset) of the run's own `split`."""
     value = flag.value
     if not value:
-        return None
+        return getattr(splits, split) if splits is not None else None
     if value == _DEFAULT_DATA:
         splits = data.load_splits(
             train=data.rotten_tomatoes_table(assets.default_data_file()),

@@ -26,7 +26,9 @@ _INPUT = flags.DEFINE_string(
     "input", "-", "Text file (one text per line) or .jsonl; '-' is stdin.")
 _OUTPUT = flags.DEFINE_string("output", "-", "JSON lines out; '-' is stdout.")
 _TEXT_COLUMNS = flags.DEFINE_list(
-    "text_columns", ["text"], "Text field(s) of .jsonl input.")
+    "text_columns", None,
+    "Text field(s) of .jsonl input. Unset: the columns the model was "
+    "trained on (run.json), else 'text'.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Texts per model call.")
 
 
@@ -57,7 +59,9 @@ def main(argv):
     del argv
     predictor = export.load_predictor(
         _MODEL_DIR.value, batch_size=_BATCH_SIZE.value)
-    texts, pairs = read_texts(_INPUT.value, _TEXT_COLUMNS.value)
+    columns = (_TEXT_COLUMNS.value
+               or export.recorded_text_columns(_MODEL_DIR.value) or ["text"])
+    texts, pairs = read_texts(_INPUT.value, columns)
     probabilities, names = predictor(texts, pairs)
     out = sys.stdout if _OUTPUT.value == "-" else open(
         _OUTPUT.value, "w", encoding="utf-8")

@@ -95,6 +95,7 @@ from absl import logging
 from painless_tf import data as data_lib
 from painless_tf import hardware
 from painless_tf import models
+from painless_tf import pipeline
 
 FORMATS = (
     "saved_model",
@@ -295,12 +296,6 @@ def export_model(
     >>> print(format_report(report))  # doctest: +SKIP
     """
     options = options or ExportOptions()
-    if "tflite_int8" in options.formats and not representative:
-        raise ExportError(
-            "--formats includes tflite_int8, which needs texts to calibrate "
-            "on. Pass --representative_data (e.g. the validation file) or "
-            "drop tflite_int8."
-        )
     model_dir = os.path.abspath(os.fspath(model_dir))
     classifier, vocab = _load_model_dir(model_dir)
     num_text_columns = _decide_text_columns(
@@ -309,17 +304,29 @@ def export_model(
     )
     if test is not None and options.max_test_examples is not None:
         test = _head(test, options.max_test_examples)
+    skipped = {}
     tflite_formats = [f for f in options.formats if f in TFLITE_FILES]
     if tflite_formats:
-        _check_tflite_tokenizer(classifier)
+        reason = _tflite_unsupported(classifier)
+        if reason:
+            skipped.update({name: reason for name in tflite_formats})
+            tflite_formats = []
+    if "tflite_int8" in tflite_formats and not representative:
+        skipped["tflite_int8"] = (
+            "no texts to calibrate on: pass --representative_data (e.g. the "
+            "validation file)")
+        tflite_formats.remove("tflite_int8")
 
     staging = tempfile.mkdtemp(prefix=f".{EXPORT_DIR}.tmp-", dir=model_dir)
     try:
         artifacts = {}
         if "saved_model" in options.formats:
             path = os.path.join(staging, SAVED_MODEL_DIR)
-            _write_saved_model(classifier, vocab, num_text_columns, path)
-            artifacts["saved_model"] = SAVED_MODEL_DIR
+            # One failing format never costs the others: its reason goes
+            # into the report and the rest are still written.
+            with _format_attempt("saved_model", skipped, path):
+                _write_saved_model(classifier, vocab, num_text_columns, path)
+                artifacts["saved_model"] = SAVED_MODEL_DIR
         if tflite_formats:
             source = os.path.join(staging, ".tflite_source")
             _write_tflite_source(classifier, vocab, num_text_columns, source)
@@ -329,29 +336,69 @@ def export_model(
                     representative, options.max_representative_examples
                 )
             for name in tflite_formats:
-                started = time.perf_counter()
-                content = _convert_tflite(source, name, calibration)
-                with open(os.path.join(staging, TFLITE_FILES[name]), "wb") as f:
-                    f.write(content)
-                artifacts[name] = TFLITE_FILES[name]
-                logging.info(
-                    "export: %s, %.1f MB, converted in %.1f s", name,
-                    len(content) / 1e6, time.perf_counter() - started,
-                )
+                path = os.path.join(staging, TFLITE_FILES[name])
+                with _format_attempt(name, skipped, path):
+                    started = time.perf_counter()
+                    content = _convert_tflite(source, name, calibration)
+                    with open(path, "wb") as f:
+                        f.write(content)
+                    artifacts[name] = TFLITE_FILES[name]
+                    logging.info(
+                        "export: %s, %.1f MB, converted in %.1f s", name,
+                        len(content) / 1e6, time.perf_counter() - started,
+                    )
             shutil.rmtree(source)
         metadata = _metadata(classifier, vocab, num_text_columns, artifacts)
+        recorded = recorded_text_columns(model_dir)
+        if recorded is not None and len(recorded) == num_text_columns:
+            metadata["text_columns"] = recorded
         _write_json(os.path.join(staging, METADATA_FILE), metadata)
         report = _measure(
             model_dir, staging, classifier, vocab, num_text_columns,
-            artifacts, options, test, representative,
+            artifacts, options, test, representative, skipped,
         )
+        if not artifacts and not any(
+                f == "keras_int8" for f in options.formats):
+            raise ExportError(
+                "No format could be exported: " + "; ".join(
+                    f"{k}: {v}" for k, v in skipped.items())
+                + ". Nothing was written."
+            )
+        # The metadata lists only what was kept after verification.
+        metadata["artifacts"] = artifacts
+        _write_json(os.path.join(staging, METADATA_FILE), metadata)
         _write_json(os.path.join(staging, REPORT_FILE), report)
         _write_readme(staging, metadata)
         _replace_dir(staging, os.path.join(model_dir, EXPORT_DIR))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for name, reason in skipped.items():
+        logging.warning("export: skipped %s: %s", name, reason)
     logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
     return report
+
+
+@contextlib.contextmanager
+def _format_attempt(name, skipped, path):
+    """Runs one format's build; a failure becomes `skipped[name]` (its
+    reason, one line) and its partial files are removed."""
+    try:
+        yield
+    # Converters and kernels fail in many ways (ValueError, RuntimeError,
+    # ConverterError, OpError): whatever it is, it is that format's alone.
+    except Exception as error:  # noqa: BLE001
+        skipped[name] = _first_line(error)
+        logging.warning("export: %s failed: %s", name, skipped[name])
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+
+def _first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 def load_predictor(
@@ -514,6 +561,8 @@ def format_report(report: Mapping) -> str:
     for name, ratios in report.get("ratios", {}).items():
         parts = [f"{k} {v:.2f}" for k, v in ratios.items() if v is not None]
         lines.append(f"{name}: " + ", ".join(parts))
+    for name, reason in report.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)
 
 
@@ -547,6 +596,8 @@ def _load_model_dir(model_dir, quantize=None):
         vocab = data_lib.LabelVocab.from_json(
             os.path.join(model_dir, "labels.json")
         )
+        models.check_trained_head(
+            preset, len(vocab), os.path.join(model_dir, "labels.json"))
         classifier = models.load_classifier(preset, num_classes=len(vocab))
     except (data_lib.DataError, models.ModelError) as e:
         raise ExportError(str(e)) from None
@@ -682,6 +733,12 @@ def _write_saved_model(classifier, vocab, num_text_columns, path):
         return outputs(_preprocess(preprocessor, texts))
 
     archive = keras.export.ExportArchive()
+    # The tokenizer's own TF resources (the SentencePiece model, lookup
+    # tables) are no Keras variables: without tracking them, SentencePiece
+    # models fail with "references an 'untracked' resource". ExportArchive
+    # tracks built layers only; one call builds the tokenizer.
+    _preprocess(preprocessor, [tf.constant(["a"])] * num_text_columns)
+    archive.track(preprocessor.tokenizer)
     _add_serving_endpoint(archive, serve, num_text_columns)
     archive.write_out(path, verbose=False)
 
@@ -689,47 +746,92 @@ def _write_saved_model(classifier, vocab, num_text_columns, path):
 # --- TFLite ---------------------------------------------------------------
 
 
-def _check_tflite_tokenizer(classifier):
+def _tflite_tokenizer_kind(tokenizer):
+    """"wordpiece" or "sentencepiece": the TF Text tokenizer with TFLite
+    kernels that reproduces `tokenizer`; None where none does."""
+    if isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer) and (
+        getattr(tokenizer, "split", False)
+    ):
+        return "wordpiece"
+    if isinstance(tokenizer, keras_hub.tokenizers.SentencePieceTokenizer) and (
+        getattr(tokenizer, "proto", None)
+    ):
+        return "sentencepiece"
+    return None
+
+
+def _tflite_unsupported(classifier):
+    """Why the .tflite formats cannot take raw strings, or None."""
     tokenizer = classifier.preprocessor.tokenizer
-    wordpiece = isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer)
-    if not wordpiece or not getattr(tokenizer, "split", False):
-        raise ExportError(
-            f"The model's tokenizer ({type(tokenizer).__name__}) is not a "
-            "pre-splitting WordPiece tokenizer, the only kind with TFLite "
-            "kernels (TF Text's FastWordpieceTokenizer). Drop the tflite_* "
-            "formats; the SavedModel works for every tokenizer."
+    if _tflite_tokenizer_kind(tokenizer) is None:
+        return (
+            f"the model's tokenizer ({type(tokenizer).__name__}) has no "
+            "TFLite kernels (TF Text has them for pre-splitting WordPiece "
+            "and for SentencePiece only); the SavedModel takes raw strings"
         )
+    return None
+
+
+def _fast_tokenizer(tokenizer):
+    """Strings -> ragged int ids with the keras-hub tokenizer's ids, through
+    TF Text ops that have TFLite kernels."""
+    kind = _tflite_tokenizer_kind(tokenizer)
+    if kind == "wordpiece":
+        fast = tf_text.FastBertTokenizer(
+            vocab=list(tokenizer.get_vocabulary()),
+            suffix_indicator=tokenizer.suffix_indicator,
+            unknown_token=tokenizer.oov_token,
+            token_out_type=tf.int32,
+            lower_case_nfd_strip_accents=bool(tokenizer.lowercase),
+        )
+        return fast.tokenize
+    fast = tf_text.FastSentencepieceTokenizer(model=tokenizer.proto)
+    if isinstance(tokenizer, keras_hub.tokenizers.XLMRobertaTokenizer):
+        # XLM-R's ids are the SentencePiece model's plus one, with the
+        # model's <unk> (0) moved to 3 (fairseq's order <s> <pad> </s>
+        # <unk>), as `XLMRobertaTokenizer._tokenize_tf` does.
+        def tokenize(texts):
+            ids = fast.tokenize(texts)
+            return ids.with_flat_values(tf.where(
+                ids.flat_values == 0, tokenizer.unk_token_id,
+                ids.flat_values + 1))
+        return tokenize
+    return fast.tokenize
 
 
 def _tflite_tokenize_fn(classifier, num_text_columns):
     """Strings -> packed model inputs, with TFLite-compatible ops only.
 
     TF Text's FastBertTokenizer (FastBertNormalize + FastWordpieceTokenize)
-    has TFLite kernels; the keras-hub packer (RaggedTensor ops, trimmers)
-    does not, so packing is written with dense builtin ops: gather the
-    kept tokens of each segment from the flat ids by position.
+    and FastSentencepieceTokenizer have TFLite kernels; the keras-hub
+    packer (RaggedTensor ops, trimmers) does not, so the family's packing
+    (start, separator and end tokens of `pipeline.family_packer`) is
+    written with dense builtin ops: gather the kept tokens of each segment
+    from the flat ids by position. Rows are padded to the longest one,
+    except for a model whose outputs change with padding (F-Net), which
+    gets its full sequence length as in Keras.
     """
     preprocessor = classifier.preprocessor
     tokenizer = preprocessor.tokenizer
-    fast = tf_text.FastBertTokenizer(
-        vocab=list(tokenizer.get_vocabulary()),
-        suffix_indicator=tokenizer.suffix_indicator,
-        unknown_token=tokenizer.oov_token,
-        token_out_type=tf.int32,
-        lower_case_nfd_strip_accents=bool(tokenizer.lowercase),
-    )
+    fast = _fast_tokenizer(tokenizer)
     sequence_length = int(preprocessor.sequence_length)
-    start_id = int(tokenizer.start_token_id)
-    end_id = int(tokenizer.end_token_id)
+    packer = pipeline.family_packer(tokenizer, sequence_length)
+    start_ids = [int(i) for i in packer.start_value]
+    sep_ids = [int(i) for i in packer.sep_value]
+    end_ids = [int(i) for i in packer.end_value]
     pad_id = int(tokenizer.pad_token_id)
     truncate = getattr(preprocessor, "truncate", "round_robin")
     model_inputs = set(classifier.backbone.input.keys())
+    full_width = models.padding_changes_outputs(classifier.backbone,
+                                                tokenizer)
 
     def tokenize(*texts):
-        segments = [fast.tokenize(t) for t in texts]
-        # Room for [CLS] and one [SEP] per segment.
-        budget = tf.constant(sequence_length - 1 - len(segments), tf.int64)
-        lengths = [s.row_lengths() for s in segments]
+        segments = [fast(t) for t in texts]
+        # Room for the start, separator and end tokens.
+        budget = tf.constant(
+            sequence_length - len(start_ids) - len(end_ids)
+            - len(sep_ids) * (len(segments) - 1), tf.int64)
+        lengths = [tf.cast(s.row_lengths(), tf.int64) for s in segments]
         if len(segments) == 1:
             kept = [tf.minimum(lengths[0], budget)]
         elif truncate == "round_robin":
@@ -742,17 +844,25 @@ def _tflite_tokenize_fn(classifier, num_text_columns):
         else:
             first = tf.minimum(lengths[0], budget)
             kept = [first, tf.minimum(lengths[1], budget - first)]
-        total = 1 + sum(k + 1 for k in kept)
-        # Padding only to the longest row keeps batch-1 calls short; padded
-        # keys get exactly zero attention weight, so outputs do not change.
-        width = tf.minimum(tf.reduce_max(total), sequence_length)
+        closers = [sep_ids] * (len(segments) - 1) + [end_ids]
+        total = len(start_ids) + sum(
+            k + len(c) for k, c in zip(kept, closers))
+        if full_width:
+            width = tf.constant(sequence_length, tf.int64)
+        else:
+            # Padding only to the longest row keeps batch-1 calls short;
+            # padded keys get exactly zero attention weight.
+            width = tf.minimum(tf.reduce_max(total), sequence_length)
         position = tf.range(width, dtype=tf.int64)[tf.newaxis, :]
         token_ids = tf.fill(tf.shape(position + total[:, tf.newaxis]), pad_id)
         segment_ids = tf.zeros_like(token_ids)
-        start = tf.ones_like(total)
-        for index, (segment, count) in enumerate(zip(segments, kept)):
+        for offset, value in enumerate(start_ids):
+            token_ids = tf.where(position == offset, value, token_ids)
+        start = tf.fill(tf.shape(total), tf.constant(len(start_ids), tf.int64))
+        for index, (segment, count, closer) in enumerate(
+                zip(segments, kept, closers)):
             values = tf.concat([segment.flat_values, [pad_id]], axis=0)
-            row_start = segment.row_splits[:-1]
+            row_start = tf.cast(segment.row_splits[:-1], tf.int64)
             inside = (position >= start[:, tf.newaxis]) & (
                 position < (start + count)[:, tf.newaxis]
             )
@@ -760,15 +870,17 @@ def _tflite_tokenize_fn(classifier, num_text_columns):
             gathered = tf.gather(values, tf.where(inside, source, 0))
             token_ids = tf.where(inside, gathered, token_ids)
             end = (start + count)[:, tf.newaxis]
-            token_ids = tf.where(position == end, end_id, token_ids)
-            in_segment = (position >= start[:, tf.newaxis]) & (position <= end)
+            for offset, value in enumerate(closer):
+                token_ids = tf.where(position == end + offset, value,
+                                     token_ids)
+            in_segment = (position >= start[:, tf.newaxis]) & (
+                position < end + len(closer))
             segment_ids = tf.where(in_segment, index, segment_ids)
-            start = start + count + 1
-        token_ids = tf.where(position == 0, start_id, token_ids)
+            start = start + count + len(closer)
         x = {
             "token_ids": token_ids,
             "segment_ids": segment_ids,
-            "padding_mask": token_ids != pad_id,
+            "padding_mask": position < total[:, tf.newaxis],
         }
         return {k: v for k, v in x.items() if k in model_inputs}
 
@@ -880,24 +992,65 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
 
 
 def _model_dir_text_columns(path):
-    """How many text columns the model was trained on, if recorded.
+    """How many text columns the model was trained on, if recorded."""
+    columns = recorded_text_columns(path)
+    return None if columns is None else len(columns)
 
-    `apps/finetune.py` may record `text_columns` (a list of names) in
-    `metrics.json` or `plan.json`; None where neither has it.
+
+def recorded_text_columns(path: str) -> list[str] | None:
+    """The text columns a model was trained on, as its model dir records them.
+
+    `apps/finetune.py` writes them into `run.json` (and `metrics.json`); an
+    exported artifact's `export_metadata.json` copies them, and an artifact
+    inside `<model_dir>/export/` also finds its model dir's `run.json`.
+
+    Args:
+        path: str. A trained model dir, its `model/` folder, or an exported
+            `saved_model/` folder or `.tflite` file.
+
+    Returns:
+        The column names (one, or two for sentence pairs), or None where
+        nothing records them.
+
+    Examples:
+
+    >>> recorded_text_columns("/nonexistent") is None
+    True
     """
-    model_dir = _keras_model_dir(path)[0]
-    for name in ("metrics.json", "plan.json"):
-        file = os.path.join(model_dir, name)
-        if not os.path.isfile(file):
-            continue
-        with open(file, encoding="utf-8") as f:
-            try:
-                columns = json.load(f).get("text_columns")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-        if isinstance(columns, list) and len(columns) in (1, 2):
-            return len(columns)
+    path = os.path.abspath(os.fspath(path))
+    found = _keras_model_dir(path) if os.path.isdir(path) else None
+    if found is None:
+        # An exported artifact: its metadata, else the model dir above it.
+        folder = os.path.dirname(path)
+        metadata = _read_json_object(os.path.join(folder, METADATA_FILE))
+        columns = metadata.get("text_columns")
+        if _valid_columns(columns):
+            return list(columns)
+        found = _keras_model_dir(os.path.dirname(folder))
+        if found is None:
+            return None
+    model_dir = found[0]
+    for name in ("run.json", "metrics.json", "plan.json"):
+        columns = _read_json_object(os.path.join(model_dir, name)).get(
+            "text_columns")
+        if _valid_columns(columns):
+            return list(columns)
     return None
+
+
+def _valid_columns(columns):
+    return (isinstance(columns, list) and len(columns) in (1, 2)
+            and all(isinstance(c, str) for c in columns))
+
+
+def _read_json_object(path):
+    """The JSON object in `path`; {} when absent or not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _saved_model_predict_fn(path):
@@ -948,8 +1101,13 @@ def _read_metadata(folder, artifact):
 
 
 def _measure(model_dir, staging, classifier, vocab, num_text_columns,
-             artifacts, options, test, representative):
-    """Loads every artifact back, then times and scores them side by side."""
+             artifacts, options, test, representative, skipped):
+    """Loads every artifact back, then times and scores them side by side.
+
+    An artifact that does not load, returns non-finite probabilities or (the
+    SavedModel) differs from the Keras model beyond float round-off is
+    removed from `artifacts` and from disk, with its reason in `skipped`.
+    """
     threads = options.num_threads or _cpu_count()
     batch = options.latency_batch_size
     predictors = {"keras": _keras_predictor(
@@ -969,21 +1127,35 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
         rows["keras_int8"] = {
             "size_bytes": None, "weight_bytes": _weight_bytes(quantized)
         }
-    for name, file in artifacts.items():
-        path = os.path.join(staging, file)
-        predictors[name] = load_predictor(
-            path, batch_size=batch, num_threads=threads
-        )
-        rows[name] = {"size_bytes": _size(path)}
     smoke = [["", "a b c"]] * num_text_columns
-    for name, predictor in predictors.items():
-        _check_finite(name, predictor(*smoke)[0])
+    _check_finite("keras", predictors["keras"](*smoke)[0])
+    for name, file in list(artifacts.items()):
+        path = os.path.join(staging, file)
+        with _format_attempt(name, skipped, path):
+            predictor = load_predictor(
+                path, batch_size=batch, num_threads=threads
+            )
+            _check_finite(name, predictor(*smoke)[0])
+            predictors[name] = predictor
+            rows[name] = {"size_bytes": _size(path)}
+        if name not in predictors:
+            del artifacts[name]
 
     if test:
         same_tokens = None
         if any(name in TFLITE_FILES for name in predictors):
             same_tokens = _same_tokens(classifier, test)
         _score(predictors, rows, test, same_tokens)
+        difference = rows.get("saved_model", {}).get("max_abs_prob_diff", 0.0)
+        if difference > _SAVED_MODEL_TOLERANCE:
+            skipped["saved_model"] = (
+                f"its probabilities differ from the Keras model's by up to "
+                f"{difference:.2g} (> {_SAVED_MODEL_TOLERANCE}); report this "
+                "with the model class and the TensorFlow, Keras and "
+                "keras-hub versions")
+            shutil.rmtree(os.path.join(staging, SAVED_MODEL_DIR))
+            del artifacts["saved_model"], rows["saved_model"]
+            del predictors["saved_model"]
     pool = test if test else representative
     if pool:
         for name, timing in _latencies(predictors, pool, options).items():
@@ -1009,6 +1181,7 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
             if representative and "tflite_int8" in artifacts else 0
         ),
         "artifacts": rows,
+        "skipped": dict(skipped),
         "ratios": _ratios(rows, batch),
     }
 
@@ -1051,22 +1224,14 @@ def _score(predictors, rows, test, same_tokens):
             "export: %s accuracy %.4f on %d test rows (%.1f s)", name,
             rows[name]["accuracy"], len(test), time.perf_counter() - started,
         )
-    difference = rows.get("saved_model", {}).get("max_abs_prob_diff", 0.0)
-    if difference > _SAVED_MODEL_TOLERANCE:
-        raise ExportError(
-            f"The SavedModel's probabilities differ from the Keras model's by "
-            f"up to {difference:.2g} (> {_SAVED_MODEL_TOLERANCE}); nothing "
-            "was written. Report this with the model class and the "
-            "TensorFlow, Keras and keras-hub versions."
-        )
 
 
 def _check_finite(name, probabilities):
     if not np.all(np.isfinite(probabilities)):
         raise ExportError(
-            f"The exported {name} returns non-finite probabilities; nothing "
-            "was written. Report this with the model class and the "
-            "TensorFlow, Keras and keras-hub versions."
+            f"The exported {name} returns non-finite probabilities. Report "
+            "this with the model class and the TensorFlow, Keras and "
+            "keras-hub versions."
         )
 
 
@@ -1182,16 +1347,30 @@ def _metadata(classifier, vocab, num_text_columns, artifacts):
         },
         "sequence_length": int(classifier.preprocessor.sequence_length),
         "artifacts": artifacts,
-        "tflite_tokenizer": {
-            "ops": ["FastBertNormalize", "FastWordpieceTokenizeWithOffsets"],
-            "op_resolver": "tensorflow_text.tflite_registrar."
-            "SELECT_TFTEXT_OPS",
-            "lower_case_nfd_strip_accents": bool(
-                getattr(tokenizer, "lowercase", False)
-            ),
-            "padding": "to the longest row of the batch",
-        },
+        "tflite_tokenizer": _tflite_tokenizer_metadata(classifier),
     }
+
+
+def _tflite_tokenizer_metadata(classifier):
+    tokenizer = classifier.preprocessor.tokenizer
+    kind = _tflite_tokenizer_kind(tokenizer)
+    if kind is None:
+        return None
+    full = models.padding_changes_outputs(classifier.backbone, tokenizer)
+    entry = {
+        "kind": kind,
+        "ops": (["FastBertNormalize", "FastWordpieceTokenizeWithOffsets"]
+                if kind == "wordpiece"
+                else ["TFText>FastSentencepieceTokenize"]),
+        "op_resolver": "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS",
+        "padding": ("to the sequence length (padding changes this "
+                    "model's outputs)" if full
+                    else "to the longest row of the batch"),
+    }
+    if kind == "wordpiece":
+        entry["lower_case_nfd_strip_accents"] = bool(
+            getattr(tokenizer, "lowercase", False))
+    return entry
 
 
 _README = """\

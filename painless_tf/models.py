@@ -24,9 +24,7 @@ import dataclasses
 import difflib
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -371,6 +369,53 @@ def _read_json(path):
         ) from None
 
 
+def check_trained_head(folder: str, num_classes: int, labels_path: str) -> None:
+    """Refuses a saved classifier whose head cannot give `num_classes` classes.
+
+    `load_classifier` builds a new, random head whenever the saved one does
+    not match, which is right for fine-tuning and wrong for predicting: a
+    model dir whose `labels.json` lists another number of classes than its
+    head, or whose head weights are missing, would predict from random
+    weights.
+
+    Args:
+        folder: str. A keras-hub preset folder written by `save_classifier`.
+        num_classes: int. The classes `labels_path` lists.
+        labels_path: str. The label file, named in the error.
+
+    Raises:
+        ModelError: one line naming the file and what to do.
+
+    Examples:
+
+    >>> import tempfile
+    >>> check_trained_head(tempfile.mkdtemp(), 2, "labels.json")
+    Traceback (most recent call last):
+    ...
+    painless_tf.models.ModelError: ...task.json not found: the folder holds no trained classifier head. Fine-tune again, or pass the model dir that apps/finetune.py wrote.
+    """
+    task_json = os.path.join(folder, "task.json")
+    if not os.path.isfile(task_json):
+        raise ModelError(
+            f"{task_json} not found: the folder holds no trained classifier "
+            "head. Fine-tune again, or pass the model dir that "
+            "apps/finetune.py wrote."
+        )
+    saved = _saved_num_classes(folder)
+    if saved != num_classes:
+        raise ModelError(
+            f"{labels_path} lists {num_classes} classes but the model's head "
+            f"({task_json}) has {saved}. Restore the labels.json the model "
+            "was trained with, or fine-tune again."
+        )
+    weights = os.path.join(folder, "task.weights.h5")
+    if not os.path.isfile(weights):
+        raise ModelError(
+            f"{weights} not found: without it the classifier head would be "
+            "random. Restore the file, or fine-tune again."
+        )
+
+
 def _saved_num_classes(folder):
     """The head size a keras-hub preset folder was saved with, else None."""
     task_path = os.path.join(folder, "task.json")
@@ -644,6 +689,10 @@ class ModelInfo:
     intermediate_dim: int | None
     num_heads: int | None
     max_sequence_length: int | None
+    # True when padding changes the outputs of the real tokens (F-Net mixes
+    # every position and has no padding mask): such a model must see every
+    # example padded to the one length it trains and predicts at.
+    fixed_length: bool = False
 
 
 def describe(model: str) -> ModelInfo:
@@ -671,6 +720,15 @@ def describe(model: str) -> ModelInfo:
         model, preset, kind,
         lambda p: keras_hub.models.Backbone.from_preset(p, load_weights=False),
     )
+    try:
+        tokenizer = _from_hub(
+            model, preset, kind,
+            lambda p: keras_hub.tokenizers.Tokenizer.from_preset(p),
+        )
+    except ModelError:
+        # A backbone saved alone: sized for the plan all the same; whoever
+        # tokenizes (`run.prepare`) reports the missing tokenizer.
+        tokenizer = None
     return ModelInfo(
         num_params=int(backbone.count_params()),
         hidden_dim=getattr(backbone, "hidden_dim", None),
@@ -678,4 +736,49 @@ def describe(model: str) -> ModelInfo:
         intermediate_dim=getattr(backbone, "intermediate_dim", None),
         num_heads=getattr(backbone, "num_heads", None),
         max_sequence_length=getattr(backbone, "max_sequence_length", None),
+        fixed_length=padding_changes_outputs(backbone, tokenizer),
     )
+
+
+def padding_changes_outputs(backbone, tokenizer) -> bool:
+    """Whether padding one text changes the outputs at its real tokens.
+
+    Measured, not looked up by class: the backbone (random weights are
+    enough) runs on `start x end` alone and padded to twice its length.
+    Models with a padding mask, or one derived from the pad id (RoFormer-v2),
+    give the same outputs to float round-off; F-Net does not, nor does
+    keras-hub 0.32's RoFormer-v2 (its mask covers queries, not keys).
+
+    Args:
+        backbone: a keras-hub `Backbone`.
+        tokenizer: its keras-hub tokenizer, or None (then False).
+
+    Returns:
+        bool.
+    """
+    ids = [getattr(tokenizer, name, None)
+           for name in ("start_token_id", "end_token_id", "pad_token_id")]
+    # Without a tokenizer's special ids there is no well-formed text to try.
+    if None in ids:
+        return False
+    start, end, pad = (int(i) for i in ids)
+    word = next(i for i in range(tokenizer.vocabulary_size())
+                if i not in (start, end, pad))
+    inputs = set(backbone.input.keys()) if isinstance(
+        backbone.input, dict) else {"token_ids"}
+
+    def run(length):
+        real = [start, word, end]
+        x = {
+            "token_ids": [real + [pad] * (length - 3)],
+            "segment_ids": [[0] * length],
+            "padding_mask": [[1] * 3 + [0] * (length - 3)],
+        }
+        x = {k: np.asarray(v, np.int32) for k, v in x.items() if k in inputs}
+        y = backbone(x, training=False)
+        if isinstance(y, dict):
+            y = y["sequence_output"]
+        return keras.ops.convert_to_numpy(y)[0, :3]
+
+    short, padded = run(3), run(6)
+    return not np.allclose(short, padded, rtol=1e-4, atol=1e-4)

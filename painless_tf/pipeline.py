@@ -86,9 +86,9 @@ class TokenizedExamples:
             special tokens included.
         labels: np.ndarray or None. int32 [num_examples]; None for texts
             without labels (prediction only).
-        cls_token_id: int. Id of `[CLS]`.
-        sep_token_id: int. Id of `[SEP]`.
-        pad_token_id: int. Id of `[PAD]`.
+        cls_token_id: int. Id of the start token (`[CLS]`, RoBERTa's `<s>`).
+        sep_token_id: int. Id of the end token (`[SEP]`, RoBERTa's `</s>`).
+        pad_token_id: int. Id of the padding token.
         max_sequence_length: int. The length examples were truncated to.
 
     Examples:
@@ -160,9 +160,10 @@ def tokenize(
     """Tokenizes and packs texts once, keeping every example unpadded.
 
     Tokenization runs inside `tf.data` with the keras-hub tokenizer, and
-    packing follows `keras_hub.layers.MultiSegmentPacker` (it is used
-    directly): `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, segment ids 0/1,
-    "round_robin" truncation to `max_sequence_length`. The result is
+    packing is the model family's own `keras_hub.layers.MultiSegmentPacker`
+    (`family_packer`): `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` for BERT,
+    `<s> a </s></s> b </s>` for RoBERTa, segment ids 0/1, "round_robin"
+    truncation to `max_sequence_length`. The result is
     materialized once as numpy, so later epochs never tokenize again.
 
     Args:
@@ -170,9 +171,9 @@ def tokenize(
             columns, each a sequence of str: one column, or two for sentence
             pairs) and `.labels` (int [n]); or a sequence of str (one column);
             or a tuple of such sequences (one per column).
-        tokenizer: keras_hub tokenizer. E.g. a
-            `keras_hub.tokenizers.BertTokenizer`; must have `cls_token_id`,
-            `sep_token_id` and `pad_token_id`.
+        tokenizer: keras_hub tokenizer of a text classifier family, e.g. a
+            `keras_hub.tokenizers.BertTokenizer` or `RobertaTokenizer`; must
+            have `start_token_id`, `end_token_id` and `pad_token_id`.
         max_sequence_length: int. Longest packed example, special tokens
             included; longer ones are truncated.
         labels: array-like or None. int labels [n]; overrides
@@ -212,7 +213,8 @@ def tokenize(
                 f"dtype={labels.dtype}. Map label names to ids first."
             )
         labels = labels.astype(np.int32)
-    num_special = len(columns) + 1
+    packer = family_packer(tokenizer, max_sequence_length)
+    num_special = _num_special_tokens(packer, len(columns))
     if not isinstance(max_sequence_length, int) or (
         max_sequence_length < num_special + 1
     ):
@@ -222,17 +224,11 @@ def tokenize(
             f"{len(columns)} text column(s), plus one text token). "
             f"Received: max_sequence_length={max_sequence_length!r}."
         )
-    special_ids = {}
-    for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is None:
-            raise ValueError(
-                f"The tokenizer must define `{name}`. Received: "
-                f"{type(tokenizer).__name__} without it. Pass a BERT-style "
-                "keras_hub tokenizer such as keras_hub.tokenizers."
-                "BertTokenizer."
-            )
-        special_ids[name] = int(value)
+    special_ids = {
+        "cls_token_id": int(tokenizer.start_token_id),
+        "sep_token_id": int(tokenizer.end_token_id),
+        "pad_token_id": int(tokenizer.pad_token_id),
+    }
 
     fingerprint = None
     if cache_path is not None:
@@ -245,7 +241,7 @@ def tokenize(
 
     start = time.perf_counter()
     token_ids, segment_ids, lengths = _tokenize_and_pack(
-        columns, tokenizer, max_sequence_length, special_ids
+        columns, tokenizer, packer, special_ids["pad_token_id"]
     )
     logging.info(
         "tokenize: %d examples in %.2f s, %.1f tokens on average, %d at "
@@ -315,16 +311,83 @@ def _columns_and_labels(examples):
     return columns, labels
 
 
-def _tokenize_and_pack(columns, tokenizer, max_sequence_length, special_ids):
-    """Runs tokenizer + packer in tf.data; returns flat numpy arrays."""
-    packer = keras_hub.layers.MultiSegmentPacker(
-        sequence_length=max_sequence_length,
-        start_value=special_ids["cls_token_id"],
-        end_value=special_ids["sep_token_id"],
-        pad_value=special_ids["pad_token_id"],
-        truncate="round_robin",
+def family_packer(tokenizer, sequence_length):
+    """The packer of the tokenizer's model family, as its preprocessor builds it.
+
+    Every keras-hub text classifier family names its tokenizer in its
+    `TextClassifierPreprocessor` subclass (`tokenizer_cls`); that class's
+    `build` makes the family's `MultiSegmentPacker`: `[CLS] a [SEP] b [SEP]`
+    for BERT, ALBERT, DeBERTa-v3, F-Net and RoFormer-v2, `<s> a </s></s> b
+    </s>` for RoBERTa and XLM-RoBERTa, with the family's pad id and
+    truncation. A tokenizer of no known family gets the generic
+    `TextClassifierPreprocessor`'s packer.
+
+    Args:
+        tokenizer: keras_hub tokenizer. Must define `start_token_id`,
+            `end_token_id` and `pad_token_id`.
+        sequence_length: int. Length the packer truncates and pads to.
+
+    Returns:
+        A built `keras_hub.layers.MultiSegmentPacker`.
+
+    Raises:
+        ValueError: for a tokenizer without start, end or pad token.
+
+    Examples:
+
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]
+    >>> packer = family_packer(
+    ...     keras_hub.tokenizers.BertTokenizer(vocabulary=vocab), 8)
+    >>> packer.start_value, packer.end_value, packer.sep_value
+    ([2], [3], [3])
+    """
+    missing = [
+        name for name in ("start_token_id", "end_token_id", "pad_token_id")
+        if getattr(tokenizer, name, None) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}) has no "
+            f"{', '.join(missing)}: a text classifier needs start, end and "
+            "padding tokens to pack texts. Pass a keras-hub text classifier "
+            "model (BERT, DistilBERT, ALBERT, DeBERTa-v3, F-Net, RoBERTa, "
+            "RoFormer-v2 or XLM-RoBERTa)."
+        )
+    preprocessor = _preprocessor_class(type(tokenizer))(
+        tokenizer=tokenizer, sequence_length=sequence_length
     )
-    pad_id = special_ids["pad_token_id"]
+    preprocessor.build(None)
+    return preprocessor.packer
+
+
+def _preprocessor_class(tokenizer_class):
+    """The `TextClassifierPreprocessor` subclass made for `tokenizer_class`,
+    or for its nearest base class; the generic one if none is."""
+    found = {}
+    pending = [keras_hub.models.TextClassifierPreprocessor]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        own = cls.__dict__.get("tokenizer_cls")
+        if own is not None:
+            found.setdefault(own, cls)
+    for base in tokenizer_class.__mro__:
+        if base in found:
+            return found[base]
+    return keras_hub.models.TextClassifierPreprocessor
+
+
+def _num_special_tokens(packer, num_segments):
+    def count(value):
+        return len(value) if isinstance(value, (list, tuple)) else 1
+
+    return (count(packer.start_value) + count(packer.end_value)
+            + count(packer.sep_value) * (num_segments - 1))
+
+
+def _tokenize_and_pack(columns, tokenizer, packer, pad_id):
+    """Runs tokenizer + packer in tf.data; returns flat numpy arrays."""
+    max_sequence_length = packer.sequence_length
     positions = tf.range(1, max_sequence_length + 1)
 
     def tokenize_and_pack(*texts):

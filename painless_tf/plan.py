@@ -543,6 +543,7 @@ def make_plan(
     longest_text: int | None = None,
     learning_rate_probe: "LearningRateProbe | None" = None,
     recorded: "Plan | None" = None,
+    fixed_length: bool = False,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -611,6 +612,9 @@ def make_plan(
             (a resumed run): its measured decisions (precision, micro-batch,
             learning rate) are kept instead of measured again, so a resumed
             run trains with the plan it started with.
+        fixed_length: bool. The model's outputs change with the padding
+            (`models.describe(...).fixed_length`: F-Net, RoFormer-v2): one
+            bucket, the sequence length, so it trains as it predicts.
 
     Returns:
         The `Plan`.
@@ -670,11 +674,17 @@ def make_plan(
         fused_update, strategy
     )
 
+    fixed_reason = None
+    if fixed_length and not bucket_boundaries:
+        bucket_boundaries = (max_sequence_length,)
+        fixed_reason = ("one, the sequence length: padding changes this "
+                        "model's outputs, so it trains as it predicts")
     bucket_boundaries, reasons["bucket_boundaries"] = _decide_buckets(
         bucket_boundaries, train_lengths, longest_text, xla=xla,
         platform=env.platform, max_sequence_length=max_sequence_length,
         global_batch_size=global_batch_size,
     )
+    reasons["bucket_boundaries"] = fixed_reason or reasons["bucket_boundaries"]
     if train_lengths is not None and steps_per_epoch is None:
         steps_per_epoch = batching.steps_per_epoch(
             np.asarray(train_lengths), global_batch_size=global_batch_size,

@@ -187,6 +187,7 @@ def prepare(config, *, environment=None, recorded=None):
         longest_text=longest,
         learning_rate_probe=rate_probe,
         recorded=recorded,
+        fixed_length=info.fixed_length,
     )
     return Prepared(
         config=config,
