@@ -80,7 +80,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -92,8 +91,10 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from absl import logging
 
+from painless_tf import atomic
 from painless_tf import data as data_lib
 from painless_tf import hardware
+from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
 from painless_tf import pipeline
 
@@ -111,7 +112,7 @@ TFLITE_FILES = {
     "tflite_dynamic_int8": "model_dynamic_int8.tflite",
     "tflite_int8": "model_int8.tflite",
 }
-EXPORT_DIR = "export"
+EXPORT_DIR = model_dir_lib.EXPORT
 SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "export_metadata.json"
 REPORT_FILE = "export_report.json"
@@ -317,7 +318,24 @@ def export_model(
             "validation file)")
         tflite_formats.remove("tflite_int8")
 
-    staging = tempfile.mkdtemp(prefix=f".{EXPORT_DIR}.tmp-", dir=model_dir)
+    # The model dir's owner: locked while the export runs (a finetune on
+    # the same folder waits its turn), staging of a killed export removed,
+    # export/ listed before it is written and never written over if it is
+    # not a run's.
+    with model_dir_lib.ModelDir(model_dir, shared=True) as owner:
+        target = owner.claim(EXPORT_DIR)
+        report, skipped = _export_into(
+            model_dir, target, classifier, vocab, num_text_columns, options,
+            test, representative, skipped, tflite_formats)
+    for name, reason in skipped.items():
+        logging.warning("export: skipped %s: %s", name, reason)
+    logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
+    return report
+
+
+def _export_into(model_dir, target, classifier, vocab, num_text_columns,
+                 options, test, representative, skipped, tflite_formats):
+    staging = atomic.staging_dir(target)
     try:
         artifacts = {}
         if "saved_model" in options.formats:
@@ -369,13 +387,10 @@ def export_model(
         _write_json(os.path.join(staging, METADATA_FILE), metadata)
         _write_json(os.path.join(staging, REPORT_FILE), report)
         _write_readme(staging, metadata)
-        _replace_dir(staging, os.path.join(model_dir, EXPORT_DIR))
+        atomic.replace_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for name, reason in skipped.items():
-        logging.warning("export: skipped %s: %s", name, reason)
-    logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
-    return report
+    return report, skipped
 
 
 @contextlib.contextmanager
@@ -1422,20 +1437,6 @@ def _write_json(path, content):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2, ensure_ascii=False)
         f.write("\n")
-
-
-def _replace_dir(staging, target):
-    """Renames `staging` onto `target`, replacing an earlier `target`."""
-    parent, name = os.path.split(target)
-    if os.path.lexists(target):
-        # A rename cannot replace a non-empty folder: set the old one aside,
-        # rename, then delete it.
-        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-        os.replace(target, os.path.join(old, name))
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def _size(path):

@@ -99,6 +99,9 @@ class ModelDir:
     Args:
         path: str. The `--model_dir`.
         flag: str. The flag that named `path`, for messages.
+        shared: bool. The folder may hold files no run listed (a model dir
+            assembled by hand that `export` writes into): they are not
+            refused, and, like every unlisted path, never written over.
 
     Raises:
         ModelDirError: a file, not a folder; not writable; the user's own
@@ -115,13 +118,13 @@ class ModelDir:
     >>> owner.release()
     """
 
-    def __init__(self, path, *, flag="model_dir"):
+    def __init__(self, path, *, flag="model_dir", shared=False):
         self.path = os.path.abspath(os.fspath(path))
         self.flag = flag
         self._lock_fd = None
         self._check_usable()
         self._created = not os.path.lexists(self.path)
-        adopted = self._whose()
+        adopted = None if shared else self._whose()
         self._lock()
         try:
             if adopted is not None:
@@ -256,18 +259,31 @@ class ModelDir:
 
     def claim(self, name):
         """Lists `name` (a top-level entry) in the manifest, then returns its
-        path: a run says what it will write before it writes it."""
-        if os.sep in name.strip(os.sep):
-            raise ValueError(f"`name` must be a top-level entry. Received: {name!r}")
-        listed = self.listed()
-        if name not in listed:
-            self._write_manifest([*listed, name])
+        path: a run says what it will write before it writes it.
+
+        Raises `ModelDirError` if `name` exists but no run listed it: what
+        is not the run's is never written over.
+        """
+        self.claim_all([name])
         return os.path.join(self.path, name)
 
     def claim_all(self, names):
         """`claim` of several names, in one manifest write."""
+        for name in names:
+            if os.sep in name.strip(os.sep):
+                raise ValueError(
+                    f"`name` must be a top-level entry. Received: {name!r}")
         listed = self.listed()
         missing = [n for n in names if n not in listed]
+        theirs = [n for n in missing
+                  if os.path.lexists(os.path.join(self.path, n))]
+        if theirs:
+            raise ModelDirError(
+                f"--{self.flag}={self.path} already holds "
+                f"{', '.join(theirs)}, which no painless_tf run wrote; nothing "
+                "was changed. Move it away, or pass another "
+                f"--{self.flag}."
+            )
         if missing:
             self._write_manifest([*listed, *missing])
 

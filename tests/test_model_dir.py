@@ -377,3 +377,14 @@ def test_too_little_space_for_the_model_is_one_line(small, small_disk):
     # would resume at the end phase.
     assert os.path.isfile(small_disk / "run" / "metrics.json")
     assert not os.path.exists(small_disk / "run" / "model")
+
+
+def test_an_unlisted_path_is_never_written_over(tmp_path):
+    folder = tmp_path / "assembled"
+    write(folder / "model" / "config.json", "{}")
+    write(folder / "labels.json", "[]")
+    with model_dir.ModelDir(folder, shared=True) as owner:
+        owner.claim(model_dir.EXPORT)  # new: fine
+        with pytest.raises(model_dir.ModelDirError, match="already holds model"):
+            owner.claim_all([model_dir.METRICS, model_dir.MODEL])
+        assert owner.listed() == [model_dir.EXPORT]
