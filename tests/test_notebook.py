@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -133,12 +134,22 @@ def test_git_clone_and_cd(tmp_path):
     assert args[-2] == "{REPO}"
     folder = _lines("%")[0].split()[1]
     assert args[-1] == folder
-    # This checkout stands in for REPO (what is committed on its branch).
+    # A one-commit repository of this project's files stands in for REPO
+    # (this tree need not be a git checkout, e.g. under Bazel).
+    names = ("pyproject.toml", "notebooks/colab_tpu.ipynb", "apps/finetune.py")
+    source = tmp_path / "source"
+    for name in names:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=source, check=True)
+    subprocess.run([*git, "add", "."], cwd=source, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "files"], cwd=source, check=True)
     subprocess.run(
-        ["git", "clone", "-q", *args[:-2], "file://" + ROOT, folder],
+        ["git", "clone", "-q", *args[:-2], "file://" + str(source), folder],
         cwd=tmp_path, check=True,
     )
-    for name in ("pyproject.toml", "notebooks/colab_tpu.ipynb", "apps/finetune.py"):
+    for name in names:
         assert os.path.exists(tmp_path / folder / name), name
 
 
