@@ -9,6 +9,11 @@ Detection is fast on purpose: the TPU resolver is only built when there is a
 hint that a TPU is attached (an explicit name, Colab's `COLAB_TPU_ADDR`,
 `TPU_NAME`, or a TPU device node), because on a plain machine it may query the
 cloud metadata service and hang for a long time.
+
+On a TPU VM (Colab's TPU runtime, Cloud TPU) `python -m painless_tf.hardware
+--tpu=local` prints what was found and connects to the TPU in a process of
+its own: a TPU belongs to one process at a time, so a notebook's kernel should
+not import TensorFlow before training runs.
 """
 
 import dataclasses
@@ -17,6 +22,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from absl import logging
@@ -63,8 +69,13 @@ class Environment:
     Args:
         platform: str. "tpu", "gpu" or "cpu": where the model's math runs.
         tpu: str | None. The TPU's name or address, None without a TPU.
-        tpu_cores: int | None. TPU cores TensorFlow will see, None where
-            unknown without connecting (the plan then assumes a v2-8/v3-8).
+        tpu_type: str | None. The TPU's accelerator type from
+            `TPU_ACCELERATOR_TYPE`, e.g. "v5litepod-1" (a v5e chip) or
+            "v3-8"; None where unknown.
+        tpu_cores: int | None. TPU devices TensorFlow will see: from
+            `tpu_type`, else one per numbered /dev/vfio group (v5e and later,
+            one device per chip); None where unknown without connecting (the
+            plan then assumes a v2-8/v3-8).
         gpus: tuple[Gpu, ...]. The local GPUs.
         num_workers: int. Machines in the job (from `TF_CONFIG`), 1 alone.
         worker_index: int. This machine's rank among them; the chief is 0.
@@ -87,6 +98,7 @@ class Environment:
 
     platform: str = "cpu"
     tpu: str | None = None
+    tpu_type: str | None = None
     tpu_cores: int | None = None
     gpus: tuple[Gpu, ...] = ()
     num_workers: int = 1
@@ -164,20 +176,24 @@ def detect_environment(
     )
     gpus = tuple(_list_gpus() if gpu_lister is None else gpu_lister())
 
-    tpu_name, tpu_cores = None, None
+    tpu_name, tpu_type, tpu_cores = None, None, None
     # A TPU host has no GPUs; skipping the hint there keeps VFIO-passthrough
     # GPU machines from paying for a TPU lookup.
     hint = tpu or (None if gpus else _tpu_hint(environ, proc_root))
     if hint:
         tpu_name = _resolve_tpu(hint, explicit=bool(tpu), factory=resolver_factory)
         if tpu_name is not None:
-            tpu_cores = _tpu_cores_from_type(environ.get("TPU_ACCELERATOR_TYPE"))
+            tpu_type = environ.get("TPU_ACCELERATOR_TYPE") or None
+            tpu_cores = _tpu_cores_from_type(tpu_type)
+            if tpu_cores is None and tpu_name == "local":
+                tpu_cores = _tpu_chips_from_vfio(proc_root)
 
     cpu_model, cpu_flags = _read_cpuinfo(proc_root)
     platform = "tpu" if tpu_name else ("gpu" if gpus else "cpu")
     return Environment(
         platform=platform,
         tpu=tpu_name,
+        tpu_type=tpu_type,
         tpu_cores=tpu_cores,
         gpus=gpus,
         num_workers=num_workers,
@@ -242,14 +258,23 @@ def _tpu_hint(environ, proc_root):
         return environ["TPU_NAME"]
     dev = os.path.join(proc_root, "dev")
     # /dev/accel* are TPU v2-v4 chips; v5 and later appear as numbered VFIO
-    # groups (a bare /dev/vfio/vfio exists on many hosts and means nothing).
-    vfio_groups = [
-        p for p in glob.glob(os.path.join(dev, "vfio", "*"))
-        if os.path.basename(p).isdigit()
-    ]
-    if glob.glob(os.path.join(dev, "accel*")) or vfio_groups:
+    # groups (Colab's v5e-1 runtime among them).
+    if glob.glob(os.path.join(dev, "accel*")) or _tpu_chips_from_vfio(proc_root):
         return "local"
     return None
+
+
+def _tpu_chips_from_vfio(proc_root):
+    """TPU chips shown as numbered VFIO groups (v5e and later), None if none.
+
+    A bare /dev/vfio/vfio exists on many hosts and means nothing. From v5e on
+    each chip is one TensorFlow device (v5p's two cores form one megacore).
+    """
+    groups = [
+        p for p in glob.glob(os.path.join(proc_root, "dev", "vfio", "*"))
+        if os.path.basename(p).isdigit()
+    ]
+    return len(groups) or None
 
 
 def _resolve_tpu(name, *, explicit, factory):
@@ -258,6 +283,16 @@ def _resolve_tpu(name, *, explicit, factory):
         import tensorflow as tf
 
         factory = tf.distribute.cluster_resolver.TPUClusterResolver
+        # A local TPU is driven by this process's TensorFlow; a remote one
+        # (grpc://, a TPU node) runs its own.
+        problem = _local_tpu_build_problem(tf) if name == "local" else None
+        if problem:
+            if explicit:
+                raise ValueError(f"--tpu={name}: {problem}")
+            logging.warning(
+                "A TPU device node was found, but %s Continuing without a TPU.", problem
+            )
+            return None
     try:
         resolver = factory(tpu=name)
         master = resolver.master()
@@ -275,12 +310,39 @@ def _resolve_tpu(name, *, explicit, factory):
     return master or name
 
 
+def _local_tpu_build_problem(tf):
+    """Why this TensorFlow cannot drive a TPU VM's chips, or None.
+
+    The PyPI `tensorflow` wheel is a CUDA build without TPU support; the TPU
+    build is `tensorflow-tpu` (with `libtpu`). Both write the same files under
+    tensorflow/, so whichever was installed last is the one that runs.
+    """
+    if not tf.sysconfig.get_build_info().get("is_cuda_build"):
+        return None
+    import importlib.metadata
+
+    try:
+        tpu_build = importlib.metadata.version("tensorflow-tpu")
+    except importlib.metadata.PackageNotFoundError:
+        return (
+            f"TensorFlow {tf.__version__} here is the plain tensorflow wheel, "
+            "which cannot drive a TPU. Install the TPU build with "
+            "`pip install -e .[tpu]` (tensorflow-tpu and libtpu) and run again."
+        )
+    return (
+        f"tensorflow-tpu {tpu_build} is installed, but the plain tensorflow "
+        "wheel was installed after it and replaced its files. Run `pip install "
+        f"--no-deps --force-reinstall tensorflow-tpu=={tpu_build}` and run again."
+    )
+
+
 def _tpu_cores_from_type(accelerator_type):
     """TPU devices TensorFlow sees for an accelerator type such as "v3-8".
 
     v2/v3 names count TensorCores, each its own device. v4 and v5p names
     count TensorCores too, but two of them form one "megacore" device. v5e
-    and v6e names count chips, one core each.
+    and v6e names count chips, one core each; Cloud TPU calls a v5e slice
+    "v5litepod-N" (Colab's free TPU is one chip, v5e-1).
     """
     match = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", accelerator_type or "")
     if not match:
@@ -400,3 +462,46 @@ def _cpu_count(proc_root):
     if quota:
         count = min(count, max(1, math.ceil(quota)))
     return count
+
+
+def main(argv=None):
+    """Prints what `detect_environment` finds and, with a TPU, connects to it.
+
+    Exits 2 with one line where the TPU cannot be reached or driven.
+
+    Examples:
+    >>> main(["--no_connect"])  # doctest: +ELLIPSIS
+    platform: ...
+    0
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m painless_tf.hardware")
+    parser.add_argument("--tpu", help="TPU name or address, e.g. local")
+    parser.add_argument(
+        "--no_connect", action="store_true",
+        help="only detect; do not initialize the TPU system",
+    )
+    args = parser.parse_args(argv)
+    try:
+        env = detect_environment(tpu=args.tpu)
+        if args.tpu and env.platform != "tpu":
+            raise ValueError(f"--tpu={args.tpu}: no TPU was found.")
+        print(f"platform: {env.platform}")
+        if env.platform == "tpu":
+            print(f"tpu: {env.tpu} ({env.tpu_type or 'type unknown'}), "
+                  f"{env.tpu_cores or 'unknown'} device(s) expected")
+            if not args.no_connect:
+                from painless_tf import distribution
+
+                strategy = distribution.make_strategy("tpu", tpu=env.tpu)
+                print(f"connected: {strategy.num_replicas_in_sync} TPU replica(s)")
+        print(f"cpu: {env.cpu_count} core(s), {env.cpu_model or 'model unknown'}")
+    except Exception as e:  # The TPU runtime raises many unrelated types.
+        print(f"{type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

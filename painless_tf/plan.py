@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 import types
 import weakref
@@ -63,8 +64,15 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DEFAULT_GLOBAL_BATCH_SIZE = 32
 # Tokens; short enough for fast steps, and bucketing removes padding below it.
 DEFAULT_MAX_SEQUENCE_LENGTH = 128
-# TPU cores of a v2-8 / v3-8, the TPU Colab and most tutorials hand out.
+# TPU devices assumed where neither TPU_ACCELERATOR_TYPE nor the device nodes
+# tell (a remote TPU node: a v2-8 / v3-8, 8 cores). A TPU VM's own chips are
+# counted (Colab's v5e-1: 1).
 DEFAULT_TPU_CORES = 8
+# HBM of one TPU device (a core for v2/v3, a megacore for v4/v5p, a chip for
+# v5e/v6e), in GiB, from Cloud TPU's system architecture pages.
+_TPU_DEVICE_MEMORY_GIB = {
+    "v2": 8, "v3": 16, "v4": 32, "v5e": 16, "v5p": 95, "v6e": 32,
+}
 # Examples per update from which LAMB is suggested: You et al. 2019 report
 # AdamW failing to reach BERT's accuracy beyond ~16k examples per update,
 # while LAMB reaches it at 32k-64k; 8k warns before that edge.
@@ -1067,12 +1075,15 @@ def _decide_strategy(strategy, env):
                 "TPUStrategy. Drop --strategy or drop --tpu."
             )
         if env.tpu_cores:
-            replicas, why = env.tpu_cores, f"{env.tpu_cores} TPU cores"
+            replicas = env.tpu_cores
+            why = f"{env.tpu_cores} TPU device(s)" + (
+                f" ({env.tpu_type})" if env.tpu_type else ""
+            )
         else:
             replicas = DEFAULT_TPU_CORES
             why = (
                 f"{DEFAULT_TPU_CORES} TPU cores: assumed a v2-8/v3-8 (set "
-                "TPU_ACCELERATOR_TYPE for another slice)"
+                "TPU_ACCELERATOR_TYPE, e.g. v5litepod-1, for another slice)"
             )
         reason = f"TPU {env.tpu} reachable" if strategy == AUTO else "set by user"
         return "tpu", replicas, reason, why
@@ -1657,7 +1668,8 @@ class _ProbeCache:
 
 def _device_name(env):
     if env.platform == "tpu":
-        return f"TPU ({env.tpu_cores or DEFAULT_TPU_CORES} cores)"
+        kind = f"{env.tpu_type}, " if env.tpu_type else ""
+        return f"TPU ({kind}{env.tpu_cores or DEFAULT_TPU_CORES} cores)"
     gpu = min(env.gpus, key=lambda g: g.memory_bytes or 0)
     return gpu.name
 
@@ -1668,7 +1680,19 @@ def _device_memory(env):
         return env.memory_bytes
     if env.platform == "gpu" and all(g.memory_bytes for g in env.gpus):
         return min(g.memory_bytes for g in env.gpus)
+    if env.platform == "tpu":
+        gib = _TPU_DEVICE_MEMORY_GIB.get(_tpu_generation(env.tpu_type))
+        return gib * _GIB if gib else None
     return None
+
+
+def _tpu_generation(accelerator_type):
+    """"v5litepod-1" -> "v5e", "v3-8" -> "v3"; None where unknown."""
+    match = re.fullmatch(r"(v\d+[a-z]*)-\d+", accelerator_type or "")
+    if not match:
+        return None
+    # Cloud TPU names v5e slices "v5litepod".
+    return {"v5litepod": "v5e", "v5lite": "v5e"}.get(match.group(1), match.group(1))
 
 
 def _largest_divisor_at_most(number, limit):

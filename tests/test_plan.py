@@ -206,7 +206,8 @@ def test_detect_tpu_from_hints(tmp_path, environ, device, expected_name):
         _write(tmp_path, device, "")
     env = _detect(root, environ=environ, resolver_factory=_FakeResolver)
     assert (env.platform, env.tpu) == ("tpu", expected_name)
-    assert env.tpu_cores is None
+    # A numbered VFIO group is one v5e-or-later chip: one device.
+    assert env.tpu_cores == (1 if device == "dev/vfio/0" else None)
 
 
 @pytest.mark.parametrize(

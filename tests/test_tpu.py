@@ -1,8 +1,6 @@
 """The TPU code path, with a fake resolver and strategy (no TPU here)."""
 
-import json
 import os
-import shlex
 
 import pytest
 import tensorflow as tf
@@ -11,42 +9,12 @@ from absl.testing import flagsaver
 
 import tiny
 from apps import finetune  # noqa: F401  (defines the flags parsed below)
+from painless_tf import plan as plan_lib
 from painless_tf import distribution
 from painless_tf import hardware
 from painless_tf import run
 
 FLAGS = flags.FLAGS
-NOTEBOOK = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "notebooks", "colab_tpu.ipynb",
-)
-
-
-def notebook_commands(module):
-    with open(NOTEBOOK) as f:
-        notebook = json.load(f)
-    assert notebook["nbformat"] == 4
-    assert notebook["metadata"]["accelerator"] == "TPU"
-    commands = []
-    for cell in notebook["cells"]:
-        assert cell["cell_type"] in ("markdown", "code")
-        source = "".join(cell["source"])
-        assert source.strip()
-        for line in source.splitlines():
-            if line.startswith(f"!python -m {module}"):
-                commands.append(shlex.split(line[1:])[3:])
-    return commands
-
-
-def test_notebook_finetune_command_parses_with_the_apps_flags():
-    (args,) = notebook_commands("apps.finetune")
-    with flagsaver.flagsaver():
-        FLAGS(["finetune", *args])
-        assert FLAGS.tpu == "local"
-        assert FLAGS.model_dir == "runs/colab_tpu"
-        assert FLAGS.precision == "auto"  # the plan picks bfloat16
-
-
 def test_tpu_strategy_is_built_from_the_resolver(monkeypatch):
     calls = []
 
@@ -103,3 +71,95 @@ def test_float16_on_tpu_is_refused_at_flag_parsing():
     with flagsaver.flagsaver():
         with pytest.raises(flags.IllegalFlagValueError, match="bfloat16"):
             FLAGS(["finetune", "--tpu=local", "--precision=mixed_float16"])
+
+
+def _local_tpu(monkeypatch, tmp_path, *, environ=None, devices=(), build="tpu",
+               tpu="local"):
+    """detect_environment on a fake TPU VM: the real resolver path, faked."""
+    monkeypatch.setattr(
+        tf.distribute.cluster_resolver, "TPUClusterResolver",
+        lambda tpu=None: type("Resolver", (), {"master": lambda self: ""})(),
+    )
+    monkeypatch.setattr(
+        tf.sysconfig, "get_build_info",
+        lambda: {"is_cuda_build": build != "tpu"},
+    )
+    for device in devices:
+        path = tmp_path / device
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    return hardware.detect_environment(
+        tpu=tpu, environ=environ or {}, gpu_lister=lambda: [],
+        proc_root=str(tmp_path),
+    )
+
+
+@pytest.mark.parametrize(
+    "environ, devices, tpu",
+    [
+        # --tpu=local and Cloud TPU's name for one v5e chip.
+        ({"TPU_ACCELERATOR_TYPE": "v5litepod-1"}, (), "local"),
+        # Nothing named: one numbered VFIO group is one chip.
+        ({}, ("dev/vfio/0", "dev/vfio/vfio"), None),
+    ],
+)
+def test_plan_for_one_v5e_chip(monkeypatch, tmp_path, environ, devices, tpu):
+    environment = _local_tpu(
+        monkeypatch, tmp_path / "machine", environ=environ, devices=devices,
+        tpu=tpu,
+    )
+    assert (environment.platform, environment.tpu) == ("tpu", "local")
+    assert environment.tpu_cores == 1
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "train.csv", tiny.sentiment_rows(80))
+    config = run.RunConfig(
+        model=preset, train_data=train, model_dir=str(tmp_path / "out"),
+        tpu="local",
+    )
+    plan = run.prepare(config, environment=environment).plan
+    assert plan.strategy == "tpu" and plan.num_replicas == 1
+    assert plan.precision == "mixed_bfloat16" and plan.xla
+    assert 0 < len(plan.bucket_boundaries) <= run.MAX_BUCKETS
+    assert plan.fused_update is False
+    if environ:
+        assert plan.reasons["num_replicas"] == "1 TPU device(s) (v5litepod-1)"
+        # One v5e chip's 16 GiB of HBM sizes the micro-batch.
+        assert "vs half of 16.0 GiB" in plan.reasons["micro_batch_size"]
+    else:
+        assert plan.reasons["num_replicas"] == "1 TPU device(s)"
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_device_memory_and_name_per_tpu_generation():
+    def env(tpu_type):
+        return hardware.Environment(platform="tpu", tpu="local", tpu_type=tpu_type)
+
+    gib = 2**30
+    assert plan_lib._device_memory(env("v5litepod-1")) == 16 * gib
+    assert plan_lib._device_memory(env("v3-8")) == 16 * gib
+    assert plan_lib._device_memory(env("v6e-4")) == 32 * gib
+    assert plan_lib._device_memory(env(None)) is None
+    assert plan_lib._device_name(env("v5litepod-1")) == "TPU (v5litepod-1, 8 cores)"
+
+
+def test_the_plain_tensorflow_wheel_cannot_drive_a_local_tpu(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    def no_tpu_build(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_tpu_build)
+    with pytest.raises(ValueError, match=r"--tpu=local: .*plain tensorflow "
+                       r"wheel.*pip install -e \.\[tpu\]"):
+        _local_tpu(monkeypatch, tmp_path, build="plain")
+    # tensorflow-tpu installed first, then overwritten by the plain wheel.
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.20.0")
+    with pytest.raises(ValueError, match=r"--force-reinstall tensorflow-tpu==2\.20\.0"):
+        _local_tpu(monkeypatch, tmp_path, build="plain")
+    # Found from a device node only: a warning, and the CPU.
+    environment = _local_tpu(
+        monkeypatch, tmp_path, build="plain", devices=("dev/vfio/0",), tpu=None
+    )
+    assert (environment.platform, environment.tpu) == ("cpu", None)
+    # The TPU build passes.
+    assert _local_tpu(monkeypatch, tmp_path).platform == "tpu"
