@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -280,7 +279,7 @@ def test_finetune_refuses_a_folder_another_run_holds(small, tmp_path):
         result = finetune(args, tmp_path / "busy")
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result)
-    assert f"is in use by another run (host" in line
+    assert "is in use by another run (host" in line
     assert f"PID {os.getpid()}" in line
 
 

@@ -9,6 +9,7 @@ from absl.testing import flagsaver
 
 import tiny
 from apps import finetune  # noqa: F401  (defines the flags parsed below)
+from painless_tf import batching
 from painless_tf import plan as plan_lib
 from painless_tf import distribution
 from painless_tf import hardware
@@ -61,7 +62,7 @@ def test_plan_for_a_tpu_uses_bfloat16_xla_and_static_buckets(tmp_path):
     assert plan.precision == "mixed_bfloat16" and plan.xla
     assert plan.global_batch_size % 8 == 0
     assert plan.bucket_boundaries  # a few static shapes for XLA
-    assert len(plan.bucket_boundaries) <= run.MAX_BUCKETS
+    assert len(plan.bucket_boundaries) <= batching.MAX_COMPILED_BUCKETS
     assert "each one more shape for XLA" in plan.reasons["bucket_boundaries"]
     assert plan.fused_update is False  # 8 replicas update separately
     assert not os.path.exists(tmp_path / "out")  # prepare writes nothing
@@ -119,7 +120,7 @@ def test_plan_for_one_v5e_chip(monkeypatch, tmp_path, environ, devices, tpu):
     plan = run.prepare(config, environment=environment).plan
     assert plan.strategy == "tpu" and plan.num_replicas == 1
     assert plan.precision == "mixed_bfloat16" and plan.xla
-    assert 0 < len(plan.bucket_boundaries) <= run.MAX_BUCKETS
+    assert 0 < len(plan.bucket_boundaries) <= batching.MAX_COMPILED_BUCKETS
     assert plan.fused_update is False
     if environ:
         assert plan.reasons["num_replicas"] == "1 TPU device(s) (v5litepod-1)"

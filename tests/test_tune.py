@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 import tiny
 from apps import finetune  # noqa: F401  (first: it defines the shared flags)
-from apps import tune
+from apps import tune  # noqa: F401  (its flags: --tune_dir, --search, ...)
 from painless_tf import search
 from painless_tf import run
 
