@@ -454,3 +454,35 @@ def test_signature_differences_name_each_changed_field():
     assert checkpointing.signature_differences(legacy, saved) == []
     assert checkpointing.signature_differences(legacy, changed) == [
         "data: 'f00d' -> 'beef'"]
+
+
+def test_a_checkpoint_of_the_first_format_restores_its_dropout_states(
+        tmp_path):
+    # The first format listed the dropout states by name and wrote no
+    # "format" into its manifest; such a checkpoint still resumes exactly.
+    from painless_tf import checkpointing
+
+    directory = str(tmp_path / "checkpoints")
+    model = tiny.tiny_classifier(2, dropout=0.1)
+    states = checkpointing.random_states(model)
+    by_name = sorted(states, key=lambda v: v.path)
+    # Else this test would prove nothing.
+    assert [v.path for v in by_name] != [v.path for v in states]
+    for i, v in enumerate(states):
+        v.assign([i, 100 + i])
+    saved = {v.path: v.numpy().tolist() for v in states}
+    manager = checkpointing.CheckpointManager(
+        directory, {"random_states": by_name})
+    folder = manager.save(checkpointing.Position(updates=5), signature={})
+    path = os.path.join(folder, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    del manifest["format"]
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    for v in states:
+        v.assign([0, 0])
+    restored = checkpointing.CheckpointManager(
+        directory, {"random_states": states}).restore_latest()
+    assert restored.updates == 5
+    assert {v.path: v.numpy().tolist() for v in states} == saved
