@@ -95,5 +95,10 @@ def _recorded_label_column():
 
 run_main = painless_flags.one_line_errors(main)
 
-if __name__ == "__main__":
+def console_main():
+    """The `painless-evaluate` command (pyproject.toml's entry point)."""
     app.run(run_main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -257,5 +257,10 @@ def _plan_seed(model_dir):
 
 run_main = painless_flags.one_line_errors(main)
 
-if __name__ == "__main__":
+def console_main():
+    """The `painless-export` command (pyproject.toml's entry point)."""
     app.run(run_main)
+
+
+if __name__ == "__main__":
+    console_main()

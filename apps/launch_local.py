@@ -74,5 +74,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `painless-launch-local` command (pyproject.toml's entry point)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

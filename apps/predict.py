@@ -77,5 +77,10 @@ def main(argv):
 
 run_main = painless_flags.one_line_errors(main)
 
-if __name__ == "__main__":
+def console_main():
+    """The `painless-predict` command (pyproject.toml's entry point)."""
     app.run(run_main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -120,6 +120,11 @@ def main(argv):
 
 run_main = painless_flags.one_line_errors(main)
 
-if __name__ == "__main__":
+def console_main():
+    """The `painless-tune` command (pyproject.toml's entry point)."""
     logging.set_verbosity(logging.INFO)
     app.run(run_main)
+
+
+if __name__ == "__main__":
+    console_main()

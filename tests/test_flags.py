@@ -92,3 +92,17 @@ def test_help_shows_the_main_flags():
                  "learning_rate", "epochs", "overwrite", "keep_checkpoints"):
         assert re.search(rf"^  --(\[no\])?{flag}: ", result.stdout,
                          re.MULTILINE), flag
+
+
+@pytest.mark.parametrize("command", ["module", "script"])
+def test_the_apps_run_from_any_folder(tmp_path, command):
+    if command == "script":
+        argv = [os.path.join(os.path.dirname(sys.executable), "painless-predict")]
+    else:
+        argv = [sys.executable, "-m", "apps.predict"]
+    result = subprocess.run(
+        [*argv, "--help"], cwd=tmp_path, capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert re.search(r"^  --model_dir: ", result.stdout, re.MULTILINE), (
+        result.stderr[-2000:])
