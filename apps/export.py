@@ -259,6 +259,7 @@ run_main = painless_flags.one_line_errors(main)
 
 def console_main():
     """The `painless-export` command (pyproject.toml's entry point)."""
+    painless_flags.as_main(__name__)
     app.run(run_main)
 
 

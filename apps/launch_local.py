@@ -76,6 +76,10 @@ def main(argv):
 
 def console_main():
     """The `painless-launch-local` command (pyproject.toml's entry point)."""
+    # Its key flags are the script's, for --help (as painless_flags.as_main;
+    # that module would import TensorFlow, which the launcher does not need).
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(main)
 
 

@@ -122,6 +122,7 @@ run_main = painless_flags.one_line_errors(main)
 
 def console_main():
     """The `painless-tune` command (pyproject.toml's entry point)."""
+    painless_flags.as_main(__name__)
     logging.set_verbosity(logging.INFO)
     app.run(run_main)
 

@@ -86,6 +86,14 @@ def define_checkpoint_flags():
         "the run stops.")
 
 
+def as_main(module_name):
+    """Gives the program the key flags of the app `module_name`, so that the
+    app's console script (whose main module is the script, not the app)
+    lists them under --help as `python -m apps.<name>` does."""
+    for flag in FLAGS.get_key_flags_for_module(module_name):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def checkpoint_options():
     """A `run.CheckpointOptions` from the parsed flags."""
     return run.CheckpointOptions(
