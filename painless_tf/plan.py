@@ -51,6 +51,7 @@ from absl import logging
 
 from painless_tf import atomic
 from painless_tf import batching
+from painless_tf import cache
 from painless_tf import freezing
 from painless_tf.hardware import Environment
 from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
@@ -222,9 +223,7 @@ def default_cache_dir() -> str:
     >>> isinstance(default_cache_dir(), str)
     True
     """
-    return os.environ.get("PAINLESS_TF_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "painless_tf"
-    )
+    return cache.directory()
 
 
 @dataclasses.dataclass(frozen=True)
