@@ -564,7 +564,11 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
     print(plan.table(), flush=True)
     if chief:
         # Says what it will write before it writes.
-        owner.claim_all(_outputs(plan))
+        outputs = _outputs(plan)
+        owner.claim_all(outputs)
+        print(f"model dir {owner.path}: this run writes only "
+              f"{', '.join(outputs)} (listed in {model_dir_lib.MANIFEST})",
+              flush=True)
         write_json(owner.claim(model_dir_lib.RUN), run_record(config))
         plan.to_json(owner.claim(model_dir_lib.PLAN))
         prepared.splits.vocab.to_json(owner.claim(model_dir_lib.LABELS))
