@@ -1,8 +1,9 @@
 """Kill, preempt, corrupt and poison the finetune app; it must lose nothing.
 
-Each test drives `python -m apps.finetune` as a subprocess on a tiny model
-(float32, deterministic ops, dropout on) and compares the final weights
-with one uninterrupted run of the same command.
+The slow tests drive `python -m apps.finetune` as a subprocess on a tiny
+model (float32, deterministic ops, dropout on) and compare the final weights
+with one uninterrupted run of the same command; the fast ones check the
+restore and the run signature on the library directly.
 """
 
 import json
