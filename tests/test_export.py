@@ -452,8 +452,9 @@ def test_app_rejects_bad_flags_before_any_work(files, tmp_path):
     result = _run_app(f"--model_dir={files['model_dir']}",
                       "--formats=tflite_int8")
     assert result.returncode != 0
-    assert ("--formats includes tflite_int8, which calibrates on texts. "
-            "Pass --representative_data") in result.stderr
+    # The fixture's model dir has no run.json to calibrate from.
+    assert ("--formats includes tflite_int8, which calibrates on texts, and "
+            "the model dir has no run.json") in result.stderr
     result = _run_app(f"--model_dir={tmp_path}")
     assert result.returncode != 0
     assert f"{tmp_path}/model/config.json not found" in result.stderr
