@@ -1,8 +1,12 @@
 """Export a trained model dir for serving and for the edge, and measure it.
 
 `export_model(model_dir)` reads what `apps/finetune.py` wrote (the keras-hub
-preset in `model/`, `labels.json`) and writes, all or nothing, into
-`<model_dir>/export/`:
+preset in `model/`, `labels.json`) and writes into `<model_dir>/export/`
+every format the model's tokenizer allows. Each format is built, loaded
+back and checked on its own; one that fails (a converter error, an int8
+calibration that cannot run, no calibration texts) is left out with its
+reason in the report's `skipped`, and the others are kept. The folder is
+replaced only when at least one format was written:
 
 | file | `--formats` name | runs with |
 |---|---|---|
@@ -37,10 +41,17 @@ Tokenization happens inside the graph:
 
 * The .tflite files cannot run the keras-hub tokenizer (its regex split and
   Unicode case folding have no TFLite kernels). They tokenize with TF Text's
-  TFLite ops instead: `FastBertNormalizer` (lower-case, NFD, strip accents)
-  and `FastWordpieceTokenizer` with BERT's whitespace-and-punctuation
-  pre-split, then pack `[CLS] a [SEP] (b [SEP])` with builtin ops, padded
-  only to the longest text of the batch. They give keras-hub's token ids
+  TFLite ops instead: for WordPiece models (BERT, DistilBERT, RoFormer-v2)
+  `FastBertNormalizer` (lower-case, NFD, strip accents) and
+  `FastWordpieceTokenizer` with BERT's whitespace-and-punctuation
+  pre-split; for SentencePiece models (ALBERT, DeBERTa-v3, F-Net,
+  XLM-RoBERTa, whose ids it shifts as keras-hub does)
+  `FastSentencepieceTokenizer` on the model's own proto. They then pack as
+  the family does (`[CLS] a [SEP] (b [SEP])`, `<s> a </s></s> b </s>`) with
+  builtin ops, padded only to the longest text of the batch (to the full
+  sequence length for a model whose outputs change with padding). Byte-level
+  BPE (RoBERTa) has no TFLite kernel: such a model gets the SavedModel only,
+  and the report says so. They give keras-hub's token ids
   whenever the keras-hub tokenizer normalizes as BERT's own does: accents
   stripped when lower-casing (set from the Hugging Face folder's
   `tokenizer_config.json`, `models._match_hf_normalization`) and NFKC before

@@ -373,13 +373,24 @@ def test_failed_export_leaves_the_previous_export(files, tmp_path,
         raise RuntimeError("converter crashed")
 
     monkeypatch.setattr(export, "_convert_tflite", broken)
-    with pytest.raises(RuntimeError, match="converter crashed"):
+    # Nothing converts: the previous export stays as it was.
+    with pytest.raises(export.ExportError, match="converter crashed"):
         export.export_model(
             model_dir, options=export.ExportOptions(
-                formats=("saved_model", "tflite_float32")),
+                formats=("tflite_float32",)),
         )
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == before
     assert sorted(os.listdir(model_dir)) == ["export", "labels.json", "model"]
+    # One format fails: the others are written, the report says why.
+    report = export.export_model(
+        model_dir, options=export.ExportOptions(
+            formats=("saved_model", "tflite_float32")),
+    )
+    assert "converter crashed" in report["skipped"]["tflite_float32"]
+    assert "saved_model" in report["artifacts"]
+    assert sorted(os.listdir(os.path.join(model_dir, "export"))) == before
+    assert "skipped tflite_float32: RuntimeError: converter crashed" in (
+        export.format_report(report))
 
 
 def test_bad_paths_and_options_fail_in_one_line(files, exported, tmp_path):
@@ -441,8 +452,9 @@ def test_app_rejects_bad_flags_before_any_work(files, tmp_path):
     result = _run_app(f"--model_dir={files['model_dir']}",
                       "--formats=tflite_int8")
     assert result.returncode != 0
-    assert ("--formats includes tflite_int8, which calibrates on texts. "
-            "Pass --representative_data") in result.stderr
+    # The fixture's model dir has no run.json to calibrate from.
+    assert ("--formats includes tflite_int8, which calibrates on texts, and "
+            "the model dir has no run.json") in result.stderr
     result = _run_app(f"--model_dir={tmp_path}")
     assert result.returncode != 0
     assert f"{tmp_path}/model/config.json not found" in result.stderr

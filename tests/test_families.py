@@ -228,3 +228,72 @@ def test_unknown_tokenizer_is_one_line():
     tokenizer = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=tiny.VOCAB)
     with pytest.raises(ValueError, match="WordPieceTokenizer.*start_token_id"):
         pipeline.tokenize(["a"], tokenizer, max_sequence_length=8)
+
+
+# How far each artifact's probabilities may be from the Keras model's on
+# the rows both tokenize alike: float round-off for the float32 graphs;
+# the quantization error of a tiny random model for the others.
+_TOLERANCE = {
+    "saved_model": 1e-4, "tflite_float32": 1e-4, "tflite_float16": 1e-2,
+    "tflite_dynamic_int8": 5e-2, "tflite_int8": 5e-2,
+}
+_EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16",
+                   "tflite_dynamic_int8", "tflite_int8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", families.FAMILIES)
+def test_export_every_family(family, tmp_path):
+    # XLM-R also covers pairs: its </s></s> between the texts.
+    pairs = family == "xlm_roberta"
+    model_dir = tmp_path / "run"
+    families.write_preset(family, model_dir / "model")
+    data.LabelVocab(["neg", "pos"]).to_json(str(model_dir / "labels.json"))
+    texts = tuple(families.corpus()[-4:] + [t for t, _ in
+                                            tiny.sentiment_rows(12, seed=7)])
+    columns = (texts, tuple(reversed(texts))) if pairs else (texts,)
+    examples = data.Examples(texts=columns, labels=[0, 1] * 8,
+                             lines=tuple(range(2, 18)), source="inline")
+    report = export.export_model(
+        str(model_dir), test=examples, representative=examples,
+        num_text_columns=len(columns),
+        options=export.ExportOptions(formats=_EXPORT_FORMATS,
+                                     latency_calls=3))
+    rows = report["artifacts"]
+    if family == "roberta":
+        # Byte-level BPE has no TFLite kernel: raw strings only through
+        # the SavedModel, and the report says why.
+        assert set(rows) == {"keras", "saved_model"}
+        for name in _EXPORT_FORMATS[1:]:
+            assert "RobertaTokenizer" in report["skipped"][name]
+    elif family == "f_net":
+        # Its Fourier transform needs complex numbers, which TFLite has no
+        # builtin kernels for: the SavedModel only, and the report says why.
+        assert set(rows) == {"keras", "saved_model"}
+        for name in _EXPORT_FORMATS[1:]:
+            assert "op" in report["skipped"][name], report["skipped"]
+        assert "Complex" in report["skipped"]["tflite_float32"]
+    else:
+        assert report["skipped"] == {}
+        assert set(rows) == {"keras", *_EXPORT_FORMATS}
+    for name, row in rows.items():
+        if name == "keras":
+            continue
+        if name in export.TFLITE_FILES:
+            # The TFLite tokenizer gives keras-hub's ids on every text.
+            assert row["tokenization_agreement"] == 1.0, (name, row)
+        assert row["max_abs_prob_diff"] <= _TOLERANCE[name], (name, row)
+    # Every kept artifact loads on its own and agrees on new texts.
+    new = ["good fun film", "The worst, the DULLEST!"]
+    new_pairs = ["bad", "a café"] if pairs else None
+    reference, _ = export.load_predictor(
+        str(model_dir), num_text_columns=len(columns))(new, new_pairs)
+    for name, file in _exported(model_dir).items():
+        got, _ = export.load_predictor(
+            str(model_dir / "export" / file))(new, new_pairs)
+        np.testing.assert_allclose(got, reference, atol=_TOLERANCE[name])
+
+
+def _exported(model_dir):
+    with open(model_dir / "export" / export.METADATA_FILE) as f:
+        return json.load(f)["artifacts"]
