@@ -473,11 +473,9 @@ def painless_fit(spec, started):
         lr_range_test_steps=spec.get(
             "lr_range_test_steps", run.RunConfig.lr_range_test_steps),
     )
+    # As apps/finetune.py: with --learning_rate=auto the plan runs the LR
+    # range test, and its time counts (time to first step, to accuracy).
     prepared = run.prepare(config)
-    if config.learning_rate == run.AUTO and config.lr_range_test_steps:
-        # As apps/finetune.py: --learning_rate=auto runs the LR range test
-        # first, and its time counts (time to first step, to accuracy).
-        prepared = run.choose_learning_rate(prepared, chief=False)
     plan = prepared.plan
     strategy = distribution.make_strategy(plan.strategy)
     trainer = run.build_trainer(prepared, strategy)
