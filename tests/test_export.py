@@ -162,8 +162,9 @@ def test_export_writes_every_artifact_and_its_report(files, exported):
         "model_float32.tflite", "model_int8.tflite", "saved_model",
     ]
     # Nothing left of the staging folder.
+    # The export took the folder through its owner (.painless_tf/).
     assert sorted(os.listdir(files["model_dir"])) == [
-        "export", "labels.json", "model"
+        ".painless_tf", "export", "labels.json", "model"
     ]
     with open(os.path.join(export_dir, "export_report.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
@@ -380,7 +381,8 @@ def test_failed_export_leaves_the_previous_export(files, tmp_path,
                 formats=("tflite_float32",)),
         )
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == before
-    assert sorted(os.listdir(model_dir)) == ["export", "labels.json", "model"]
+    assert sorted(os.listdir(model_dir)) == [
+        ".painless_tf", "export", "labels.json", "model"]
     # One format fails: the others are written, the report says why.
     report = export.export_model(
         model_dir, options=export.ExportOptions(
