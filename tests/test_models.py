@@ -195,8 +195,8 @@ def test_sequence_length_beyond_the_position_table_is_refused(tmp_path):
         models.load_classifier(folder, num_classes=2, sequence_length=64)
 
     assert _one_line(info.value) == (
-        f"--sequence_length=64 exceeds the max_sequence_length of "
-        f"--model={folder} ({_MAX_LEN}). Pass --sequence_length={_MAX_LEN} "
+        f"--max_sequence_length=64 exceeds the max_sequence_length of "
+        f"--model={folder} ({_MAX_LEN}). Pass --max_sequence_length={_MAX_LEN} "
         "or less."
     )
 
@@ -354,7 +354,7 @@ def test_misspelled_preset_name_suggests_the_right_one():
 
 @pytest.mark.parametrize("kwargs, flag", [
     ({"num_classes": 1}, "num_classes"),
-    ({"num_classes": 2, "sequence_length": 0}, "--sequence_length=0"),
+    ({"num_classes": 2, "sequence_length": 0}, "--max_sequence_length=0"),
     ({"num_classes": 2, "dropout": 1.5}, "--dropout=1.5"),
 ])
 def test_bad_arguments_are_named(kwargs, flag):
