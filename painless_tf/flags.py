@@ -61,6 +61,14 @@ def define_plan_flags():
     for field in config_lib.flag_fields("plan"):
         _define(field)
 
+    @flags.multi_flags_validator(
+        ["tpu", "precision"],
+        message="TPUs do not support float16: use --precision=mixed_bfloat16 "
+        "or drop --tpu.",
+    )
+    def _no_float16_on_tpu(values):
+        return not (values["tpu"] and values["precision"] == "mixed_float16")
+
 
 def define_checkpoint_flags():
     """Flags of checkpointing and resumption."""

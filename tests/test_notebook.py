@@ -199,10 +199,13 @@ def _fake_tpu(monkeypatch, replicas):
     monkeypatch.setattr(tf.sysconfig, "get_build_info", lambda: {"is_cuda_build": False})
     monkeypatch.setattr(tf.config, "experimental_connect_to_cluster", lambda r: None)
     monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda r: None)
-    monkeypatch.setattr(
-        tf.distribute, "TPUStrategy",
-        lambda r: types.SimpleNamespace(num_replicas_in_sync=replicas),
-    )
+    class FakeStrategy:  # a class: the engine's isinstance checks see it
+        num_replicas_in_sync = replicas
+
+        def __init__(self, resolver):
+            del resolver
+
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeStrategy)
 
 
 def test_hardware_command_connects_to_a_fake_v5e_and_fails_in_one_line(
