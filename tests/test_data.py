@@ -186,11 +186,11 @@ def test_vocab_num_classes():
         ),
         "a.csv",
         "label 5 is outside [0, 3)",
-        "--num_classes=6",
+        "`num_classes`=6",
     )
     _error(
         lambda: LabelVocab.from_labels(["a", "b"], num_classes=3),
-        "--num_classes=3",
+        "`num_classes`=3",
         "2 distinct labels (a, b)",
     )
     _error(
@@ -363,8 +363,8 @@ def test_long_text_is_truncated_and_counted(tmp_path):
     assert table.texts[0] == ("é" * 12, "short", "é" * 12)
     (warning,) = table.warnings
     assert "2 texts longer than 25 bytes" in warning
-    assert "line 2, column 'text'" in warning and "--max_text_bytes" in warning
-    _error(lambda: read_table(path, max_text_bytes=0), "--max_text_bytes")
+    assert "line 2, column 'text'" in warning and "`max_text_bytes`" in warning
+    _error(lambda: read_table(path, max_text_bytes=0), "`max_text_bytes`")
 
 
 def test_missing_and_corrupt_files(tmp_path):
@@ -498,7 +498,7 @@ def test_integer_labels_and_num_classes():
     np.testing.assert_array_equal(splits.train.labels, [0, 2, 0, 2])
     inferred = load_splits(train=table, split=(1.0, 0.0, 0.0))
     np.testing.assert_array_equal(inferred.train.labels, [0, 1, 0, 1])
-    assert any("--num_classes" in w for w in inferred.warnings)
+    assert any("`num_classes`" in w for w in inferred.warnings)
     bad = _table(["a", "b", "c"], ["0", "1", "3"], "t.csv")
     _error(
         lambda: load_splits(train=bad, num_classes=3),
