@@ -15,9 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = ("finetune", "evaluate", "predict", "export", "tune", "launch_local")
 # Flags of other programs that a message names on purpose.
 OTHER_PROGRAMS = {
-    # TensorFlow's own cluster flags, which apps.launch_local refuses.
-    "worker_hosts": "apps/launch_local.py",
-    "task_index": "apps/launch_local.py",
+    # TensorFlow's own cluster flags, which the local launcher refuses.
+    "worker_hosts": "painless_tf/launcher.py",
+    "task_index": "painless_tf/launcher.py",
+    # `python -m painless_tf.hardware`'s own option (the TPU check command).
+    "no_connect": "painless_tf/hardware.py",
 }
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*)(?![\w-])")
 
