@@ -21,7 +21,6 @@ made-up name, and micro-batches above `_DRY_RUN_FITS` raise a simulated
 tests) into one JSON file.
 """
 
-import gc
 import json
 import os
 import time

@@ -1360,7 +1360,6 @@ def _weight_bytes(classifier):
 
 
 def _metadata(classifier, vocab, num_text_columns, artifacts):
-    tokenizer = classifier.preprocessor.tokenizer
     return {
         "format_version": _METADATA_VERSION,
         "label_names": list(vocab.names),
