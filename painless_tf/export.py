@@ -92,6 +92,7 @@ import math
 import os
 import shutil
 import time
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -359,6 +360,16 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
         if tflite_formats:
             source = os.path.join(staging, ".tflite_source")
             _write_tflite_source(classifier, vocab, num_text_columns, source)
+            if _needs_static_width(source, num_text_columns):
+                # DeBERTa-v3's relative position buckets take Abs of an
+                # int64 tensor, which TFLite has a kernel for only when the
+                # converter can fold it: at a fixed length.
+                logging.info("export: the TFLite graphs take the full "
+                             "sequence length (an op has no kernel at a "
+                             "dynamic length)")
+                shutil.rmtree(source)
+                _write_tflite_source(classifier, vocab, num_text_columns,
+                                     source, full_width=True)
             calibration = None
             if representative:
                 calibration = _head(
@@ -825,7 +836,7 @@ def _fast_tokenizer(tokenizer):
     return fast.tokenize
 
 
-def _tflite_tokenize_fn(classifier, num_text_columns):
+def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
     """Strings -> packed model inputs, with TFLite-compatible ops only.
 
     TF Text's FastBertTokenizer (FastBertNormalize + FastWordpieceTokenize)
@@ -835,7 +846,8 @@ def _tflite_tokenize_fn(classifier, num_text_columns):
     written with dense builtin ops: gather the kept tokens of each segment
     from the flat ids by position. Rows are padded to the longest one,
     except for a model whose outputs change with padding (F-Net), which
-    gets its full sequence length as in Keras.
+    gets its full sequence length as in Keras, and for one whose graph
+    has ops TFLite runs only on static shapes (`full_width=True`).
     """
     preprocessor = classifier.preprocessor
     tokenizer = preprocessor.tokenizer
@@ -848,8 +860,9 @@ def _tflite_tokenize_fn(classifier, num_text_columns):
     pad_id = int(tokenizer.pad_token_id)
     truncate = getattr(preprocessor, "truncate", "round_robin")
     model_inputs = set(classifier.backbone.input.keys())
-    full_width = models.padding_changes_outputs(classifier.backbone,
-                                                tokenizer)
+    if not full_width:
+        full_width = models.padding_changes_outputs(classifier.backbone,
+                                                    tokenizer)
 
     def tokenize(*texts):
         segments = [fast(t) for t in texts]
@@ -913,14 +926,15 @@ def _tflite_tokenize_fn(classifier, num_text_columns):
     return tokenize
 
 
-def _write_tflite_source(classifier, vocab, num_text_columns, path):
+def _write_tflite_source(classifier, vocab, num_text_columns, path,
+                         full_width=None):
     """A SavedModel of the TFLite graph, for `from_saved_model`.
 
     Keras 3 variables reach the converter frozen only through an
     `ExportArchive`; a plain `tf.Module` around the model converts to
     uninitialized resource variables (NaN outputs, TF 2.21).
     """
-    tokenize = _tflite_tokenize_fn(classifier, num_text_columns)
+    tokenize = _tflite_tokenize_fn(classifier, num_text_columns, full_width)
     outputs = _output_fn(classifier, vocab.names)
     archive = keras.export.ExportArchive()
     _add_serving_endpoint(
@@ -955,6 +969,26 @@ def _convert_tflite(source, name, calibration):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return converter.convert()
+
+
+def _needs_static_width(source, num_text_columns):
+    """Whether the float32 TFLite graph of `source` has ops that neither
+    TFLite nor TF Text has a kernel for (they became custom ops, which
+    fail when the graph first runs)."""
+    try:
+        content = _convert_tflite(source, "tflite_float32", None)
+    except Exception:  # noqa: BLE001 - the format's own attempt reports it
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        try:
+            predict = _tflite_predict_fn(path, num_threads=1)
+            predict(["a b"], ["c"] if num_text_columns == 2 else None)
+        except RuntimeError as error:
+            return "unresolved custom op" in str(error)
+    return False
 
 
 def _register_tf_text_ops_for_calibration(converter):
