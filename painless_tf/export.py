@@ -360,7 +360,9 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
         if tflite_formats:
             source = os.path.join(staging, ".tflite_source")
             _write_tflite_source(classifier, vocab, num_text_columns, source)
-            if _needs_static_width(source, num_text_columns):
+            converted = {}
+            probe, static = _probe_float32(source, num_text_columns)
+            if static:
                 # DeBERTa-v3's relative position buckets take Abs of an
                 # int64 tensor, which TFLite has a kernel for only when the
                 # converter can fold it: at a fixed length.
@@ -370,6 +372,8 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                 shutil.rmtree(source)
                 _write_tflite_source(classifier, vocab, num_text_columns,
                                      source, full_width=True)
+            elif probe is not None:
+                converted["tflite_float32"] = probe
             calibration = None
             if representative:
                 calibration = _head(
@@ -379,7 +383,8 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                 path = os.path.join(staging, TFLITE_FILES[name])
                 with _format_attempt(name, skipped, path):
                     started = time.perf_counter()
-                    content = _convert_tflite(source, name, calibration)
+                    content = converted.pop(name, None) or _convert_tflite(
+                        source, name, calibration)
                     with open(path, "wb") as f:
                         f.write(content)
                     artifacts[name] = TFLITE_FILES[name]
@@ -971,14 +976,16 @@ def _convert_tflite(source, name, calibration):
         return converter.convert()
 
 
-def _needs_static_width(source, num_text_columns):
-    """Whether the float32 TFLite graph of `source` has ops that neither
-    TFLite nor TF Text has a kernel for (they became custom ops, which
-    fail when the graph first runs)."""
+def _probe_float32(source, num_text_columns):
+    """`(content, static)`: the float32 TFLite model of `source` (None if
+    it does not convert or run), and whether it has ops that neither TFLite
+    nor TF Text has a kernel for (they became custom ops, which fail when
+    the graph first runs). Failures are left to the formats' own attempts,
+    which report them."""
     try:
         content = _convert_tflite(source, "tflite_float32", None)
-    except Exception:  # noqa: BLE001 - the format's own attempt reports it
-        return False
+    except Exception:  # noqa: BLE001
+        return None, False
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "probe.tflite")
         with open(path, "wb") as f:
@@ -986,9 +993,9 @@ def _needs_static_width(source, num_text_columns):
         try:
             predict = _tflite_predict_fn(path, num_threads=1)
             predict(["a b"], ["c"] if num_text_columns == 2 else None)
-        except RuntimeError as error:
-            return "unresolved custom op" in str(error)
-    return False
+        except Exception as error:  # noqa: BLE001
+            return None, "unresolved custom op" in str(error)
+    return content, False
 
 
 def _register_tf_text_ops_for_calibration(converter):
