@@ -63,10 +63,10 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from painless_tf import distribution
-from painless_tf import engine
 from painless_tf import optimization
 from painless_tf import pipeline
 from painless_tf import precision
+from painless_tf import trainers
 
 RULES = ("min/10", "steepest")
 PLOT_FILE = "lr_range_test.png"
@@ -410,6 +410,7 @@ def range_test(
     nesterov: bool = False,
     accumulation_steps: int = 1,
     xla: bool = False,
+    fused_update: bool | str = "auto",
 ) -> tuple:
     """Trains `model` with an exponentially growing rate, then undoes it.
 
@@ -429,6 +430,7 @@ def range_test(
         nesterov: bool. For sgd.
         accumulation_steps: int. Micro-batches per update.
         xla: bool. XLA-compile the micro-step.
+        fused_update: bool or "auto". As in `engine.Trainer`.
 
     Returns:
         `(learning_rates, losses)`: lists with one entry per update made
@@ -460,14 +462,13 @@ def range_test(
         extra["momentum"] = momentum
     if optimizer == "sgd":
         extra["nesterov"] = nesterov
-    trainer = engine.Trainer(
-        model, accumulation_steps=accumulation_steps, xla=xla
-    )
-    trainer.compile(
-        optimizer=optimization.make_optimizer(
-            optimizer, learning_rate=schedule, weight_decay=weight_decay,
-            clip_norm=clip_norm, **extra,
-        )
+    # Built as the run builds its trainer: the range test times and steps
+    # the update the run will make.
+    trainer = trainers.make_trainer(
+        model, learning_rate=schedule, optimizer=optimizer,
+        weight_decay=weight_decay, clip_norm=clip_norm,
+        accumulation_steps=accumulation_steps, xla=xla,
+        fused_update=fused_update, **extra,
     )
     rates, losses = [], []
     lowest = math.inf
@@ -577,6 +578,7 @@ def find_learning_rate(
             # module docstring).
             accumulation_steps=plan.accumulation_steps * plan.num_replicas,
             xla=plan.xla,
+            fused_update=plan.fused_update,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

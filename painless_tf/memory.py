@@ -8,6 +8,7 @@ caches the answer per device, model, precision and length. On a CPU, where
 running out of memory kills the process instead, the plan estimates.
 """
 
+import functools
 import gc
 import time
 
@@ -21,6 +22,10 @@ class MicroBatchProbe:
         model_path: str. keras-hub preset folder.
         simulate_oom_above: int or None. Raise a simulated OOM for larger
             micro-batches instead of training (dry run on CPU).
+        make_trainer: callable or None. `model, xla -> compiled
+            engine.Trainer` with the run's update (`trainers.make_trainer`
+            with the run's optimizer settings); None: AdamW with its
+            defaults.
 
     Examples:
     >>> probe = MicroBatchProbe("unused", simulate_oom_above=0)
@@ -28,8 +33,10 @@ class MicroBatchProbe:
     []
     """
 
-    def __init__(self, model_path, *, simulate_oom_above=None):
+    def __init__(self, model_path, *, simulate_oom_above=None,
+                 make_trainer=None):
         self.model_path = model_path
+        self.make_trainer = make_trainer
         self.simulate_oom_above = simulate_oom_above
         self.calls = []
 
@@ -67,11 +74,10 @@ class MicroBatchProbe:
             _release()
 
     def _train_once(self, micro, precision, xla, length):
-        import keras
         import keras_hub
         import numpy as np
 
-        from painless_tf import engine
+        from painless_tf import trainers
         from painless_tf import precision as precision_lib
 
         precision_lib.set_policy(precision)
@@ -81,8 +87,9 @@ class MicroBatchProbe:
             classifier = keras_hub.models.TextClassifier.from_preset(
                 self.model_path, load_weights=False, num_classes=2,
                 preprocessor=None)
-            trainer = engine.Trainer(classifier, xla=xla)
-            trainer.compile(optimizer=keras.optimizers.AdamW(1e-5))
+            build = self.make_trainer or functools.partial(
+                trainers.make_trainer, learning_rate=1e-5)
+            trainer = build(classifier, xla=xla)
             rng = np.random.default_rng(0)
             vocabulary = classifier.backbone.vocabulary_size
             x = {

@@ -10,13 +10,14 @@ beyond a noise margin, else by the CPU-feature rule; it records the load
 average and caches no result taken on a busy machine (`plan.py`).
 """
 
+import functools
 import math
 import time
 
 import keras
 import numpy as np
 
-from painless_tf import engine
+from painless_tf import trainers
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -40,7 +41,8 @@ def set_policy(name):
     keras.mixed_precision.set_global_policy(name)
 
 
-def cpu_precision_probe(model_fn, batch, *, steps=2, warmup_steps=2):
+def cpu_precision_probe(model_fn, batch, *, steps=2, warmup_steps=2,
+                        make_trainer=None):
     """Makes a probe `policy -> seconds per update` for `plan.make_plan`.
 
     The plan calls the probe several times per policy, alternating policies
@@ -56,26 +58,30 @@ def cpu_precision_probe(model_fn, batch, *, steps=2, warmup_steps=2):
             use.
         steps: int. Timed updates per call.
         warmup_steps: int. Untimed updates before a policy's first timing.
+        make_trainer: callable or None. `model -> compiled engine.Trainer`
+            with the run's update (`trainers.make_trainer` with the run's
+            optimizer settings); None: AdamW with its defaults.
 
     Returns:
         A callable taking a policy name and returning seconds per update, or
         `float("nan")` if the loss was not finite. The global policy is
         restored afterwards.
     """
-    trainers = {}
+    trainers_by_policy = {}
+    build = make_trainer or functools.partial(
+        trainers.make_trainer, learning_rate=1e-5)
 
     def probe(policy):
         previous = keras.mixed_precision.global_policy().name
         set_policy(policy)
         try:
             x, y = batch
-            trainer = trainers.get(policy)
+            trainer = trainers_by_policy.get(policy)
             if trainer is None:
-                trainer = engine.Trainer(model_fn())
-                trainer.compile(optimizer=keras.optimizers.SGD(1e-5))
+                trainer = build(model_fn())
                 for _ in range(warmup_steps):
                     trainer.train_on_batch(x, y, return_dict=True)
-                trainers[policy] = trainer
+                trainers_by_policy[policy] = trainer
             start = time.perf_counter()
             for _ in range(steps):
                 logs = trainer.train_on_batch(x, y, return_dict=True)

@@ -26,7 +26,6 @@ from painless_tf import checkpointing
 from painless_tf.config import RunConfig  # noqa: F401  (run.RunConfig)
 from painless_tf import data
 from painless_tf import distribution
-from painless_tf import engine
 from painless_tf import evaluation as evaluation_lib
 from painless_tf import faults
 from painless_tf import flops
@@ -41,6 +40,7 @@ from painless_tf import pipeline
 from painless_tf import plan as plan_lib
 from painless_tf import precision
 from painless_tf import report
+from painless_tf import trainers
 
 AUTO = plan_lib.AUTO
 
@@ -146,10 +146,12 @@ def prepare(config, *, environment=None, recorded=None):
 
     probe = fits = None
     if environment.platform == "cpu" and config.precision == AUTO:
-        probe = _precision_probe(model_path, num_classes, tokenized["train"])
+        probe = _precision_probe(model_path, num_classes, tokenized["train"],
+                                 _probe_trainer(config))
     if environment.platform == "gpu" and config.micro_batch_size == AUTO:
         # One real update per candidate size, catching out-of-memory.
-        fits = memory.MicroBatchProbe(model_path)
+        fits = memory.MicroBatchProbe(
+            model_path, make_trainer=_probe_trainer(config))
     rate_probe = None
     if config.learning_rate == AUTO and config.lr_range_test_steps:
         rate_probe = functools.partial(
@@ -223,7 +225,23 @@ def _probe_key(model_path, max_length):
     return f"{os.path.basename(os.path.normpath(model_path))}-{digest[:8]}-{max_length}"
 
 
-def _precision_probe(model_path, num_classes, tokenized):
+def _probe_trainer(config):
+    """`model -> trainer` for the probes that run before the plan exists:
+    the run's optimizer, decay and momentum (the update they time or try)."""
+    def auto_none(value):
+        return None if value == AUTO else value
+
+    return functools.partial(
+        trainers.make_trainer,
+        learning_rate=1e-5,
+        optimizer=config.optimizer,
+        weight_decay=auto_none(config.weight_decay),
+        momentum=auto_none(config.momentum),
+        nesterov=config.nesterov,
+    )
+
+
+def _precision_probe(model_path, num_classes, tokenized, make_trainer):
     """Times a few real updates of the model under each policy."""
     buckets = pipeline.choose_buckets(
         tokenized.lengths, max_sequence_length=tokenized.max_sequence_length
@@ -236,6 +254,7 @@ def _precision_probe(model_path, num_classes, tokenized):
     return precision.cpu_precision_probe(
         lambda: models.load_classifier(model_path, num_classes=num_classes),
         (x, y),
+        make_trainer=make_trainer,
     )
 
 
@@ -276,30 +295,15 @@ def build_trainer(prepared, strategy):
     keras.utils.set_random_seed(plan.seed)
     with strategy.scope():
         classifier, stages = _classifier(prepared)
-        trainer = engine.Trainer(
-            classifier,
-            accumulation_steps=plan.accumulation_steps,
-            xla=plan.xla,
-            fused_update=plan.fused_update,
-        )
-        trainer.trainable_stages = stages
         schedule = optimization.WarmupLinearDecay(
             plan.learning_rate, plan.warmup_steps, plan.total_updates
         )
-        trainer.learning_rate_schedule = schedule
-        trainer.compile(
-            optimizer=optimization.make_optimizer(
-                plan.optimizer,
-                learning_rate=schedule,
-                weight_decay=plan.weight_decay,
-                clip_norm=plan.clip_norm,
-                momentum=plan.momentum,
-                nesterov=plan.nesterov,
-            ),
-            weighted_metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-            ],
+        trainer = trainers.for_plan(
+            classifier, plan, learning_rate=schedule,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
+        trainer.trainable_stages = stages
+        trainer.learning_rate_schedule = schedule
     return trainer
 
 

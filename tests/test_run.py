@@ -64,3 +64,34 @@ def test_a_resumed_run_keeps_its_measured_decisions(config, prepared):
     again = run.prepare(config, environment=environment, recorded=recorded)
     assert again.plan.learning_rate == 7e-5
     assert "kept on resume" in again.plan.reasons["learning_rate"]
+
+
+def test_every_probe_builds_the_runs_trainer(config, monkeypatch, tmp_path):
+    # The precision probe and the LR range test make their updates with the
+    # run's optimizer, through the one factory the run uses too.
+    import tensorflow as tf
+
+    from painless_tf import trainers
+
+    monkeypatch.setenv("PAINLESS_TF_CACHE", str(tmp_path / "cache"))
+    built = []
+    real = trainers.make_trainer
+
+    def recorded(model, **kwargs):
+        built.append(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(trainers, "make_trainer", recorded)
+    sgd = run.RunConfig(**{**config.__dict__, "precision": "auto",
+                           "optimizer": "sgd", "momentum": 0.5})
+    prepared = run.prepare(sgd, environment=hardware.Environment(
+        platform="cpu", cpu_count=2, cpu_flags=frozenset({"avx512_bf16"})))
+    plan = prepared.plan
+    assert "probe" in plan.reasons["precision"], plan.reasons["precision"]
+    # Both policies timed (a trainer each), then the range test.
+    assert len(built) >= 3, built
+    assert {b["optimizer"] for b in built} == {"sgd"}
+    assert {b["momentum"] for b in built} == {0.5}
+    run.build_trainer(prepared, tf.distribute.get_strategy())
+    assert built[-1]["optimizer"] == "sgd"
+    assert built[-1]["accumulation_steps"] == plan.accumulation_steps
