@@ -3,8 +3,10 @@
 import bz2
 import doctest
 import gzip
+import importlib
 import json
 import os
+import pkgutil
 
 import numpy as np
 import pytest
@@ -562,11 +564,17 @@ def test_tfds_not_prepared_or_unknown(tmp_path):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(
-        data, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    )
-    assert result.attempted > 15
-    assert result.failed == 0
+    # `doctest.testmod` only looks at what a module defines itself, not at
+    # what it imports, so run it on every submodule of the package.
+    attempted = 0
+    for info in pkgutil.iter_modules(data.__path__):
+        module = importlib.import_module(f"{data.__name__}.{info.name}")
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 15
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
