@@ -9,6 +9,7 @@ import math
 import os
 import time
 
+
 def _load_average():
     """The 1-minute load average, or None where the OS has none."""
     try:

@@ -1,6 +1,6 @@
 """`make_plan`: the one pass that decides every field of a `Plan`.
 
-It calls each decision module in turn (strategy, precision, XLA, buckets,
+It calls the decision modules in turn (strategy, precision, XLA,
 micro-batch, optimizer, learning rate, freezing), decides the sequence
 length, the length buckets and the step counts itself, keeps a resumed
 run's measured decisions, and ends with the LR range test where the
