@@ -2,8 +2,8 @@
 
 `$PAINLESS_TF_CACHE` when set, else `~/.cache/painless_tf`. It holds the
 assets fetched from registry wheels (`assets`), the probe results
-(`plan`'s `probes.json`), the measured peak FLOP/s (`flops`) and the
-tokenization cache (`pipeline`). Nothing here creates it.
+(`plan.probe_cache`'s `probes.json`), the measured peak FLOP/s (`flops`)
+and the tokenization cache (`pipeline`). Nothing here creates it.
 """
 
 import os

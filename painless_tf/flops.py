@@ -39,7 +39,7 @@ from painless_tf.hardware import Environment
 from painless_tf import cache
 from painless_tf.plan import DEFAULT_TPU_CORES
 # One rule for "the machine was busy", shared with the precision probe.
-from painless_tf.plan import _busy, _load_average, _own_load
+from painless_tf.plan.machine_load import _busy, _load_average, _own_load
 
 # One forward pass plus a backward pass that costs two (gradients of the
 # activations and of the weights): the standard 3x of training.
@@ -414,7 +414,7 @@ def _measured_peak(
     """(FLOP/s, source) from the best quiet measurement, cached.
 
     A CPU measurement counts as quiet when other work kept at most half of
-    `cores` busy (`plan._busy`: the 1-minute load average at its start and
+    `cores` busy (`plan.machine_load._busy`: the 1-minute load average at its start and
     end, less this process's own share).
     Without a quiet measurement, cached or new, the peak is NaN and MFU is
     not reported ("MFU n/a"), unless `under_load`: then this process's own

@@ -1,13 +1,14 @@
 """Precision: the Keras dtype policy, and the CPU probe that chooses it.
 
-GPUs and TPUs follow a rule (see `plan.py`); a CPU is measured instead,
-because whether bfloat16 pays off depends on instructions (avx512_bf16, AMX)
-and on how well oneDNN uses them for this model's shapes. The probe trains
-the real model for a few updates under each candidate policy and reports the
-seconds per update, or NaN when the loss was not finite. The plan calls it
-in turns (float32, bfloat16, float32, ...) and decides on the medians only
-beyond a noise margin, else by the CPU-feature rule; it records the load
-average and caches no result taken on a busy machine (`plan.py`).
+GPUs and TPUs follow a rule (see `plan/precision_choice.py`); a CPU is
+measured instead, because whether bfloat16 pays off depends on instructions
+(avx512_bf16, AMX) and on how well oneDNN uses them for this model's shapes.
+The probe trains the real model for a few updates under each candidate
+policy and reports the seconds per update, or NaN when the loss was not
+finite. The plan calls it in turns (float32, bfloat16, float32, ...) and
+decides on the medians only beyond a noise margin, else by the CPU-feature
+rule; it records the load average and caches no result taken on a busy
+machine (`plan/precision_choice.py`).
 """
 
 import functools

@@ -11,9 +11,10 @@ import random
 
 import pytest
 
-from painless_tf import plan as plan_lib
 from painless_tf.hardware import Environment
+from painless_tf.plan import machine_load
 from painless_tf.plan import make_plan
+from painless_tf.plan import precision_choice
 
 QUIET, BUSY = 0.5, 5.0  # 1-minute load averages on a 2-core machine
 CORES = 2
@@ -112,7 +113,7 @@ def test_busy_and_quiet_timings_give_the_same_precision(
                 reason.startswith("CPU-feature rule")
                 and "within the noise" in reason
             ), reason
-            assert f"median of {plan_lib._PRECISION_ROUNDS} interleaved" in reason
+            assert f"median of {precision_choice._PRECISION_ROUNDS} interleaved" in reason
         assert "load average 0.50 -> 0.50 on 2 cores" in quiet.reasons["precision"]
         assert "load average 5.00 -> 5.00 on 2 cores" in busy.reasons["precision"]
 
@@ -152,7 +153,7 @@ def test_a_busy_result_is_not_cached_and_is_measured_again(tmp_path, load):
     assert "(busy: not cached)" in plan.reasons["precision"]
     assert _cached(tmp_path) == {}
     calls = len(first.calls)
-    assert calls == 2 * plan_lib._PRECISION_ROUNDS
+    assert calls == 2 * precision_choice._PRECISION_ROUNDS
 
     # The same probe in the same process (a plan decided twice) keeps it.
     again = _plan(first, tmp_path)
@@ -166,7 +167,7 @@ def test_a_busy_result_is_not_cached_and_is_measured_again(tmp_path, load):
     (entry,) = _cached(tmp_path).values()
     assert entry["load_average"] == [QUIET, QUIET] and entry["cores"] == CORES
     assert entry["busy"] is False and entry["measured"]
-    assert len(entry["timings"]["float32"]) == plan_lib._PRECISION_ROUNDS
+    assert len(entry["timings"]["float32"]) == precision_choice._PRECISION_ROUNDS
 
     cached = _JitterProbe(0.0, 0)  # any call would raise KeyError
     plan = _plan(cached, tmp_path)
@@ -315,9 +316,9 @@ def test_mfu_without_a_quiet_peak_says_n_a_in_the_progress_line():
 
 def test_busy_means_other_work_on_more_than_half_the_cores():
     # This run alone: its own threads make the load, nobody else's.
-    assert not plan_lib._busy([2.6, 2.4], own=2.0, cores=CORES)
+    assert not machine_load._busy([2.6, 2.4], own=2.0, cores=CORES)
     # Another job on one core of two, beside this run.
-    assert plan_lib._busy([2.0, 3.3], own=1.3, cores=CORES)
-    assert plan_lib._busy([BUSY, BUSY], own=0.0, cores=CORES)
-    assert not plan_lib._busy([None, None], own=0.0, cores=CORES)
-    assert 0 <= plan_lib._own_load()
+    assert machine_load._busy([2.0, 3.3], own=1.3, cores=CORES)
+    assert machine_load._busy([BUSY, BUSY], own=0.0, cores=CORES)
+    assert not machine_load._busy([None, None], own=0.0, cores=CORES)
+    assert 0 <= machine_load._own_load()

@@ -12,16 +12,16 @@ import os
 import pytest
 import tensorflow as tf
 
-from painless_tf import plan as plan_lib
 from painless_tf.hardware import Environment, Gpu, detect_environment
 from painless_tf.plan import (
     ModelDims,
     Plan,
     PlanError,
-    _activation_bytes_per_example,
     default_cache_dir,
     make_plan,
 )
+from painless_tf.plan import precision_choice
+from painless_tf.plan.micro_batch_choice import _activation_bytes_per_example
 
 GIB = 2**30
 MINILM = ModelDims(hidden_dim=384, num_layers=6, intermediate_dim=1536, num_heads=12)
@@ -344,7 +344,7 @@ def _quiet_machine(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
 
 
-ROUNDS = plan_lib._PRECISION_ROUNDS
+ROUNDS = precision_choice._PRECISION_ROUNDS
 
 
 class _Probe:

@@ -10,10 +10,10 @@ from absl.testing import flagsaver
 import tiny
 from apps import finetune  # noqa: F401  (defines the flags parsed below)
 from painless_tf import batching
-from painless_tf import plan as plan_lib
 from painless_tf import distribution
 from painless_tf import hardware
 from painless_tf import run
+from painless_tf.plan import micro_batch_choice
 
 FLAGS = flags.FLAGS
 def test_tpu_strategy_is_built_from_the_resolver(monkeypatch):
@@ -136,11 +136,11 @@ def test_device_memory_and_name_per_tpu_generation():
         return hardware.Environment(platform="tpu", tpu="local", tpu_type=tpu_type)
 
     gib = 2**30
-    assert plan_lib._device_memory(env("v5litepod-1")) == 16 * gib
-    assert plan_lib._device_memory(env("v3-8")) == 16 * gib
-    assert plan_lib._device_memory(env("v6e-4")) == 32 * gib
-    assert plan_lib._device_memory(env(None)) is None
-    assert plan_lib._device_name(env("v5litepod-1")) == "TPU (v5litepod-1, 8 cores)"
+    assert micro_batch_choice._device_memory(env("v5litepod-1")) == 16 * gib
+    assert micro_batch_choice._device_memory(env("v3-8")) == 16 * gib
+    assert micro_batch_choice._device_memory(env("v6e-4")) == 32 * gib
+    assert micro_batch_choice._device_memory(env(None)) is None
+    assert micro_batch_choice._device_name(env("v5litepod-1")) == "TPU (v5litepod-1, 8 cores)"
 
 
 def test_the_plain_tensorflow_wheel_cannot_drive_a_local_tpu(monkeypatch, tmp_path):

@@ -1,0 +1,428 @@
+"""`make_plan`: the one pass that decides every field of a `Plan`.
+
+It calls the decision modules in turn (strategy, precision, XLA,
+micro-batch, optimizer, learning rate, freezing), decides the sequence
+length, the length buckets and the step counts itself, keeps a resumed
+run's measured decisions, and ends with the LR range test where the
+learning rate is automatic.
+"""
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from painless_tf import batching
+from painless_tf import freezing
+from painless_tf.hardware import Environment
+from painless_tf.plan.checks import AUTO
+from painless_tf.plan.checks import PlanError
+from painless_tf.plan.checks import _check_boundaries
+from painless_tf.plan.checks import _positive_float
+from painless_tf.plan.checks import _positive_int
+from painless_tf.plan.micro_batch_choice import FitsProbe
+from painless_tf.plan.micro_batch_choice import ModelDims
+from painless_tf.plan.micro_batch_choice import _decide_micro_batch
+from painless_tf.plan.micro_batch_choice import _largest_divisor_at_most
+from painless_tf.plan.optimizer_choice import _decide_freezing
+from painless_tf.plan.optimizer_choice import _decide_momentum
+from painless_tf.plan.optimizer_choice import _decide_optimizer
+from painless_tf.plan.optimizer_choice import _decide_weight_decay
+from painless_tf.plan.optimizer_choice import _default_learning_rate
+from painless_tf.plan.precision_choice import PrecisionProbe
+from painless_tf.plan.precision_choice import _decide_precision
+from painless_tf.plan.probe_cache import _ProbeCache
+from painless_tf.plan.probe_cache import default_cache_dir
+from painless_tf.plan.record import Plan
+from painless_tf.plan.strategy_choice import _decide_fused_update
+from painless_tf.plan.strategy_choice import _decide_global_batch
+from painless_tf.plan.strategy_choice import _decide_strategy
+from painless_tf.plan.strategy_choice import _decide_xla
+
+# Tokens; short enough for fast steps, and bucketing removes padding below it.
+DEFAULT_MAX_SEQUENCE_LENGTH = 128
+
+
+class LearningRateProbe(Protocol):
+    """Measures the peak learning rate of a plan (the LR range test).
+
+    Called once, with the plan decided but for the rate; returns an object
+    with `learning_rate`, `reason` and `to_dict()`
+    (`lr_finder.RangeTestResult`).
+
+    Examples:
+    >>> import types
+    >>> probe = lambda plan: types.SimpleNamespace(learning_rate=5e-5,
+    ...     reason="range test", to_dict=lambda: {"learning_rate": 5e-5})
+    >>> probe(None).learning_rate
+    5e-05
+    """
+
+    def __call__(self, plan: "Plan"): ...
+
+
+def make_plan(
+    *,
+    environment: Environment,
+    num_train_examples: int,
+    epochs: int = 3,
+    global_batch_size: int | str = AUTO,
+    learning_rate: float | str = AUTO,
+    precision: str = AUTO,
+    xla: bool | str = AUTO,
+    fused_update: bool | str = AUTO,
+    micro_batch_size: int | str = AUTO,
+    strategy: str = AUTO,
+    max_sequence_length: int | str = AUTO,
+    bucket_boundaries: Sequence[int] | None = None,
+    model_params: int | None = None,
+    model_dims: ModelDims | Sequence[int] | None = None,
+    warmup_fraction: float = 0.1,
+    weight_decay: float | str = AUTO,
+    clip_norm: float = 1.0,
+    optimizer: str = "adamw",
+    momentum: float | str = AUTO,
+    nesterov: bool = False,
+    seed: int = 0,
+    precision_probe: PrecisionProbe | None = None,
+    steps_per_epoch: int | None = None,
+    fits_probe: FitsProbe | None = None,
+    probe_key: str | None = None,
+    cache_dir: str | None = None,
+    model_max_sequence_length: int | None = None,
+    trainable_layers: int | str = freezing.ALL,
+    unfreeze: str = "none",
+    num_layers: int | None = None,
+    train_lengths: Sequence[int] | None = None,
+    longest_text: int | None = None,
+    learning_rate_probe: "LearningRateProbe | None" = None,
+    recorded: "Plan | None" = None,
+    fixed_length: bool = False,
+) -> Plan:
+    """Decides everything about a fine-tuning run for `environment`.
+
+    Every argument that defaults to "auto" accepts an explicit value that
+    wins (its reason becomes "set by user"); arguments are named after the
+    command-line flags. With several workers, plan on the chief and share
+    its plan.json, so that no measured decision differs between workers.
+
+    Args:
+        environment: Environment. The machine, from `detect_environment`.
+        num_train_examples: int. Training examples per epoch.
+        epochs: int. Passes over the training data.
+        global_batch_size: int | "auto". Examples per update; "auto" is 32
+            (rounded up to a multiple of the replicas). Never changed.
+        learning_rate: float | "auto". Peak rate; "auto" scales the
+            optimizer's rate at a batch of 32 with the global batch
+            (`optimization.DEFAULTS`); for AdamW, 3e-5 x
+            sqrt(global_batch_size / 32) within [1e-5, 1e-4].
+        precision: str. "auto" or one of `PRECISIONS`.
+        xla: bool | "auto". Compile the train step with XLA.
+        fused_update: bool | "auto". Compile the optimizer update with XLA
+            as one function (`engine.Trainer`); "auto": on one device.
+        micro_batch_size: int | "auto". Examples per replica per pass; must
+            divide global_batch_size / num_replicas.
+        strategy: str. "auto" or one of `STRATEGIES`.
+        max_sequence_length: int | "auto". Tokens per sequence; "auto" is 128.
+        bucket_boundaries: Sequence[int] | None. Length buckets from the
+            data pipeline; None means no bucketing.
+        model_params: int | None. Parameter count, for the CPU memory
+            estimate.
+        model_dims: ModelDims | None. (hidden, layers, intermediate, heads),
+            for the activation-memory estimate.
+        warmup_fraction: float. Share of the updates spent warming up.
+        weight_decay: float | "auto". Decoupled weight decay; "auto" is
+            the optimizer's default (0.01 for AdamW).
+        clip_norm: float. Global gradient-norm clipping threshold.
+        optimizer: str. "auto" (AdamW) or one of `optimization.OPTIMIZERS`.
+            From a global batch of 8192 on, AdamW's reason suggests LAMB.
+        momentum: float | "auto". For sgd (auto: 0.9) and rmsprop (auto: 0).
+        nesterov: bool. Nesterov momentum, for sgd only.
+        seed: int. Random seed.
+        precision_probe: PrecisionProbe | None. Measures policies on CPU.
+        steps_per_epoch: int | None. Updates per epoch; None derives it.
+        fits_probe: FitsProbe | None. Tries micro-batches on GPU/TPU.
+        probe_key: str | None. Names the model (and anything else that
+            changes the probes' answers) in the probe cache; None turns the
+            cache off.
+        cache_dir: str | None. Directory of the probe cache; None means
+            `default_cache_dir()`.
+        model_max_sequence_length: int | None. The model's position-table
+            size; an automatic `max_sequence_length` never exceeds it.
+        trainable_layers: int | str. "all", or the top encoder layers
+            trained with the head (0: the head only).
+        unfreeze: str. "none", or "gradual": one more layer per epoch.
+        num_layers: int | None. The model's encoder layers, to check
+            `trainable_layers` against.
+        train_lengths: Sequence[int] | None. Token lengths of the training
+            texts: with them the plan chooses the length buckets
+            (`batching.bucket_rule`) and counts the steps per epoch.
+        longest_text: int | None. Tokens of the longest validation or test
+            text: the last bucket covers it.
+        learning_rate_probe: LearningRateProbe | None. With
+            `learning_rate="auto"`, measures the peak rate on the plan
+            decided so far (the LR range test); None keeps the recipe's.
+        recorded: Plan | None. The plan this run recorded when it started
+            (a resumed run): its measured decisions (precision, micro-batch,
+            learning rate) are kept instead of measured again, so a resumed
+            run trains with the plan it started with.
+        fixed_length: bool. The model's outputs change with the padding
+            (`models.describe(...).fixed_length`: F-Net, RoFormer-v2): one
+            bucket, the sequence length, so it trains as it predicts.
+
+    Returns:
+        The `Plan`.
+
+    Raises:
+        PlanError: for a bad value or incompatible overrides.
+
+    Examples:
+    >>> from painless_tf.hardware import Environment, Gpu
+    >>> env = Environment(platform="gpu", gpus=(Gpu("A100", (8, 0)),) * 2)
+    >>> plan = make_plan(environment=env, num_train_examples=3200)
+    >>> plan.strategy, plan.num_replicas, plan.precision, plan.xla
+    ('mirrored', 2, 'mixed_bfloat16', True)
+    """
+    env = environment
+    reasons = {}
+    num_train_examples = _positive_int(num_train_examples, "num_train_examples")
+    epochs = _positive_int(epochs, "epochs")
+
+    strategy, num_replicas, reasons["strategy"], reasons["num_replicas"] = (
+        _decide_strategy(strategy, env)
+    )
+    reasons["num_workers"] = (
+        "from TF_CONFIG"
+        if env.num_workers > 1
+        else "one machine (no TF_CONFIG workers)"
+    )
+    global_batch_size, reasons["global_batch_size"] = _decide_global_batch(
+        global_batch_size, num_replicas, strategy
+    )
+
+    if max_sequence_length == AUTO and (
+        model_max_sequence_length
+        and model_max_sequence_length < DEFAULT_MAX_SEQUENCE_LENGTH
+    ):
+        max_sequence_length = int(model_max_sequence_length)
+        reasons["max_sequence_length"] = "the model's position table is shorter"
+    elif max_sequence_length == AUTO:
+        max_sequence_length = DEFAULT_MAX_SEQUENCE_LENGTH
+        reasons["max_sequence_length"] = (
+            "covers the data; bucketing removes the padding cost"
+        )
+    else:
+        max_sequence_length = _positive_int(max_sequence_length, "max_sequence_length")
+        reasons["max_sequence_length"] = "set by user"
+
+    cache = _ProbeCache(cache_dir or default_cache_dir()) if probe_key else None
+    if precision == AUTO and recorded is not None:
+        precision, reasons["precision"] = recorded.precision, _kept(
+            recorded, "precision")
+    else:
+        precision, reasons["precision"] = _decide_precision(
+            precision, env, precision_probe, cache, probe_key
+        )
+    xla, reasons["xla"] = _decide_xla(xla, env)
+    fused_update, reasons["fused_update"] = _decide_fused_update(
+        fused_update, strategy
+    )
+
+    fixed_reason = None
+    if fixed_length and not bucket_boundaries:
+        bucket_boundaries = (max_sequence_length,)
+        fixed_reason = ("one, the sequence length: padding changes this "
+                        "model's outputs, so it trains as it predicts")
+    bucket_boundaries, reasons["bucket_boundaries"] = _decide_buckets(
+        bucket_boundaries, train_lengths, longest_text, xla=xla,
+        platform=env.platform, max_sequence_length=max_sequence_length,
+        global_batch_size=global_batch_size,
+    )
+    reasons["bucket_boundaries"] = fixed_reason or reasons["bucket_boundaries"]
+    if train_lengths is not None and steps_per_epoch is None:
+        steps_per_epoch = batching.steps_per_epoch(
+            np.asarray(train_lengths), global_batch_size=global_batch_size,
+            buckets=bucket_boundaries or (max_sequence_length,),
+        )
+
+    per_replica = global_batch_size // num_replicas
+    if (micro_batch_size == AUTO and recorded is not None
+            and recorded.global_batch_size == global_batch_size
+            and recorded.num_replicas == num_replicas):
+        micro_batch_size, reasons["micro_batch_size"] = (
+            recorded.micro_batch_size, _kept(recorded, "micro_batch_size"))
+    elif micro_batch_size == AUTO:
+        micro_batch_size, reasons["micro_batch_size"] = _decide_micro_batch(
+            env=env,
+            per_replica=per_replica,
+            local_replicas=max(1, num_replicas // env.num_workers),
+            precision=precision,
+            xla=xla,
+            max_sequence_length=max_sequence_length,
+            model_params=model_params,
+            model_dims=model_dims,
+            fits_probe=fits_probe,
+            cache=cache,
+            probe_key=probe_key,
+        )
+    else:
+        micro_batch_size = _positive_int(micro_batch_size, "micro_batch_size")
+        if per_replica % micro_batch_size:
+            raise PlanError(
+                f"--micro_batch_size={micro_batch_size} does not divide "
+                f"--global_batch_size={global_batch_size} / {num_replicas} "
+                f"replica(s) = {per_replica}. Pass --micro_batch_size="
+                f"{_largest_divisor_at_most(per_replica, micro_batch_size)} "
+                "or a --global_batch_size that is a multiple of "
+                f"{num_replicas * micro_batch_size}."
+            )
+        reasons["micro_batch_size"] = "set by user"
+    accumulation_steps = per_replica // micro_batch_size
+    reasons["accumulation_steps"] = (
+        f"{per_replica} per replica / micro-batch {micro_batch_size}"
+    )
+
+    optimizer, reasons["optimizer"] = _decide_optimizer(
+        optimizer, global_batch_size
+    )
+    momentum, nesterov, reasons["momentum"], reasons["nesterov"] = (
+        _decide_momentum(optimizer, momentum, nesterov)
+    )
+    rate_is_auto = learning_rate == AUTO
+    if rate_is_auto:
+        learning_rate, reasons["learning_rate"] = _default_learning_rate(
+            optimizer, global_batch_size,
+            hidden_dim=ModelDims(*model_dims).hidden_dim if model_dims else None,
+        )
+    else:
+        learning_rate = _positive_float(learning_rate, "learning_rate", "3e-5")
+        reasons["learning_rate"] = "set by user"
+
+    if steps_per_epoch is None:
+        steps_per_epoch = math.ceil(num_train_examples / global_batch_size)
+        reasons["steps_per_epoch"] = (
+            f"ceil({num_train_examples} examples / {global_batch_size})"
+        )
+    else:
+        steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
+        reasons["steps_per_epoch"] = (
+            "from the data pipeline: fixed-size batches per length bucket"
+        )
+    reasons["epochs"] = (
+        "default: the BERT fine-tuning recipe's 3" if epochs == 3 else "set by user"
+    )
+    total_updates = steps_per_epoch * epochs
+    reasons["total_updates"] = f"{steps_per_epoch} steps per epoch x {epochs} epochs"
+    if not 0 <= warmup_fraction < 1:
+        raise PlanError(
+            f"--warmup_fraction={warmup_fraction!r} must be in [0, 1). "
+            "Pass e.g. --warmup_fraction=0.1."
+        )
+    warmup_steps = math.ceil(warmup_fraction * total_updates)
+    reasons["warmup_steps"] = f"ceil({warmup_fraction:g} x {total_updates} updates)"
+    reasons["schedule"] = "linear warm-up to the peak, then linear decay to 0"
+    weight_decay, reasons["weight_decay"] = _decide_weight_decay(
+        optimizer, weight_decay
+    )
+    if not clip_norm > 0:
+        raise PlanError(
+            f"`clip_norm` must be > 0. Received: clip_norm={clip_norm!r}. "
+            "Pass clip_norm=1.0."
+        )
+    reasons["clip_norm"] = (
+        "global-norm clipping, BERT recipe" if clip_norm == 1.0 else "set by user"
+    )
+    reasons["seed"] = "default" if seed == 0 else "set by user"
+    (reasons["trainable_layers"], reasons["unfreeze"]) = _decide_freezing(
+        trainable_layers, unfreeze, num_layers, epochs
+    )
+
+    plan = Plan(
+        strategy=strategy,
+        num_replicas=num_replicas,
+        num_workers=env.num_workers,
+        precision=precision,
+        xla=xla,
+        fused_update=fused_update,
+        micro_batch_size=micro_batch_size,
+        accumulation_steps=accumulation_steps,
+        global_batch_size=global_batch_size,
+        optimizer=optimizer,
+        momentum=momentum,
+        nesterov=nesterov,
+        learning_rate=learning_rate,
+        schedule="linear",
+        warmup_steps=warmup_steps,
+        total_updates=total_updates,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        weight_decay=float(weight_decay),
+        clip_norm=float(clip_norm),
+        max_sequence_length=max_sequence_length,
+        bucket_boundaries=bucket_boundaries,
+        seed=int(seed),
+        trainable_layers=trainable_layers,
+        unfreeze=unfreeze,
+        reasons=reasons,
+    )
+    if not rate_is_auto:
+        return plan
+    measured = None
+    if recorded is not None and recorded.lr_range_test:
+        measured = dict(recorded.lr_range_test)
+        reason = _kept(recorded, "learning_rate")
+        rate = recorded.learning_rate
+    elif learning_rate_probe is not None:
+        result = learning_rate_probe(plan)
+        measured, rate, reason = (
+            result.to_dict(), result.learning_rate, result.reason)
+    if measured is None:
+        return plan
+    return dataclasses.replace(
+        plan, learning_rate=rate, lr_range_test=measured,
+        reasons={**plan.reasons, "learning_rate": reason},
+    )
+
+
+def _kept(recorded, name):
+    """The reason of a measured decision a resumed run keeps."""
+    why = recorded.reasons.get(name, "")
+    return f"{why} (measured when this run started; kept on resume)".lstrip()
+
+
+def _decide_buckets(boundaries, train_lengths, longest_text, *, xla, platform,
+                    max_sequence_length, global_batch_size):
+    """Returns (bucket boundaries, reason)."""
+    if boundaries:
+        boundaries = tuple(boundaries)
+        try:
+            _check_boundaries(boundaries, max_sequence_length)
+        except PlanError as e:
+            raise PlanError(f"bucket_boundaries: {e}") from None
+        why = "given"
+        multiple = 1
+    elif train_lengths is not None and len(train_lengths):
+        multiple, max_buckets, rule = batching.bucket_rule(
+            xla=xla, platform=platform,
+            max_sequence_length=max_sequence_length,
+        )
+        boundaries = batching.choose_buckets(
+            np.asarray(train_lengths), max_sequence_length=max_sequence_length,
+            max_buckets=max_buckets, multiple_of=multiple,
+            global_batch_size=global_batch_size,
+        )
+        why = f"from the training lengths: {rule}"
+    else:
+        return (), "none: every batch is padded to max_sequence_length"
+    if longest_text:
+        covered = batching.cover_every_split(
+            boundaries, longest_text, max_sequence_length=max_sequence_length,
+            multiple_of=max(multiple, 1),
+        )
+        if covered != boundaries:
+            why += (f"; {covered[-1]} added for a validation/test text of "
+                    f"{longest_text} tokens")
+            boundaries = covered
+    return boundaries, why
