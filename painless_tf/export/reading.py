@@ -1,8 +1,9 @@
 """Reading a trained model dir: its classifier, labels and text columns.
 
 What `apps/finetune.py` wrote (the keras-hub preset in `model/`,
-`labels.json`, and the text columns in `run.json`, `metrics.json` or
-`plan.json`), for the export and for `load_predictor`, with the in-memory
+`labels.json`, the text columns in `run.json`, `metrics.json` or
+`plan.json`) and the text columns an artifact's `export_metadata.json`
+copies, read for the export and for `load_predictor`; and the in-memory
 `model.quantize("int8")` of `keras_int8`.
 """
 
