@@ -1,8 +1,10 @@
 """Tests for painless_tf.export and apps/export.py on a tiny trained model."""
 
 import doctest
+import importlib
 import json
 import os
+import pkgutil
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,10 @@ import tiny
 from painless_tf import data
 from painless_tf import export
 from painless_tf import models
+from painless_tf.export import convert
+from painless_tf.export import measure
+from painless_tf.export import tflite_graph
+from painless_tf.export import writer
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LABELS = ("neg", "pos")
@@ -311,7 +317,7 @@ def test_tflite_packing_equals_keras_hub_packing(truncate):
     firsts = [text() for _ in range(40)]
     seconds = [text() for _ in range(40)]
     for columns in ([firsts], [firsts, seconds]):
-        tokenize = export._tflite_tokenize_fn(classifier, len(columns))
+        tokenize = tflite_graph._tflite_tokenize_fn(classifier, len(columns))
         ours = tokenize(*[np.array(c, dtype=object) for c in columns])
         theirs = classifier.preprocessor(
             x=columns[0] if len(columns) == 1 else tuple(columns)
@@ -348,7 +354,7 @@ def test_tflite_tokenizer_agrees_with_keras_hub(strip_accents, same):
         texts=(("a good film", "a CAFE", "a café", "Café", "good…film"),),
         labels=[0] * 5, lines=(2, 3, 4, 5, 6), source="inline",
     )
-    assert export._same_tokens(classifier, examples).tolist() == same
+    assert measure._same_tokens(classifier, examples).tolist() == same
 
 
 def test_int8_without_calibration_data_fails_before_writing(files):
@@ -373,7 +379,10 @@ def test_failed_export_leaves_the_previous_export(files, tmp_path,
     def broken(*args):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(export, "_convert_tflite", broken)
+    # Both callers look the converter up in their own module: the float32
+    # probe (convert) and each format's conversion (writer).
+    monkeypatch.setattr(convert, "_convert_tflite", broken)
+    monkeypatch.setattr(writer, "_convert_tflite", broken)
     # Nothing converts: the previous export stays as it was.
     with pytest.raises(export.ExportError, match="converter crashed"):
         export.export_model(
@@ -463,7 +472,17 @@ def test_app_rejects_bad_flags_before_any_work(files, tmp_path):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(
-        export, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    )
-    assert result.attempted > 0 and result.failed == 0
+    # The package and each of its modules: doctest finds a function's
+    # examples only in the module that defines it.
+    modules = [export] + [
+        importlib.import_module(f"{export.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(export.__path__)
+    ]
+    attempted = 0
+    for module in modules:
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 0

@@ -1,0 +1,360 @@
+"""Measuring the artifacts side by side, and the report's table.
+
+Each artifact is loaded back and checked (finite probabilities; the
+SavedModel within float round-off of the Keras model), scored against the
+Keras model on the test rows (accuracy, largest difference, argmax
+agreement; for the .tflite files also over the rows tokenized alike), timed
+at batch 1 and at a batch, and sized; each quantized artifact is compared
+with its float one. `format_report` prints the result as a Markdown table.
+"""
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from painless_tf import hardware
+from painless_tf.export.formats import SAVED_MODEL_DIR
+from painless_tf.export.formats import TFLITE_FILES
+from painless_tf.export.formats import ExportError
+from painless_tf.export.formats import _format_attempt
+from painless_tf.export.predictors import _cpu_count
+from painless_tf.export.predictors import _keras_predictor
+from painless_tf.export.predictors import load_predictor
+from painless_tf.export.reading import _load_model_dir
+from painless_tf.export.saved_model import _preprocess
+from painless_tf.export.tflite_graph import _tflite_tokenize_fn
+
+# The SavedModel runs the Keras model's own graph: anything beyond float
+# round-off is a bug, not a quantization cost.
+_SAVED_MODEL_TOLERANCE = 1e-4
+# Calls to each artifact before timing: the first calls build kernels,
+# allocate tensors and resize the TFLite interpreter.
+_WARMUP_CALLS = 2
+
+
+def _measure(model_dir, staging, classifier, vocab, num_text_columns,
+             artifacts, options, test, representative, skipped):
+    """Loads every artifact back, then times and scores them side by side.
+
+    An artifact that does not load, returns non-finite probabilities or (the
+    SavedModel) differs from the Keras model beyond float round-off is
+    removed from `artifacts` and from disk, with its reason in `skipped`.
+    """
+    threads = options.num_threads or _cpu_count()
+    batch = options.latency_batch_size
+    predictors = {"keras": _keras_predictor(
+        classifier, vocab, path=model_dir, num_text_columns=num_text_columns,
+        batch_size=batch,
+    )}
+    rows = {"keras": {
+        "size_bytes": _size(os.path.join(model_dir, "model")),
+        "weight_bytes": _weight_bytes(classifier),
+    }}
+    if "keras_int8" in options.formats:
+        quantized, _ = _load_model_dir(model_dir, quantize="int8")
+        predictors["keras_int8"] = _keras_predictor(
+            quantized, vocab, path=model_dir,
+            num_text_columns=num_text_columns, batch_size=batch,
+        )
+        rows["keras_int8"] = {
+            "size_bytes": None, "weight_bytes": _weight_bytes(quantized)
+        }
+    smoke = [["", "a b c"]] * num_text_columns
+    _check_finite("keras", predictors["keras"](*smoke)[0])
+    for name, file in list(artifacts.items()):
+        path = os.path.join(staging, file)
+        with _format_attempt(name, skipped, path):
+            predictor = load_predictor(
+                path, batch_size=batch, num_threads=threads
+            )
+            _check_finite(name, predictor(*smoke)[0])
+            predictors[name] = predictor
+            rows[name] = {"size_bytes": _size(path)}
+        if name not in predictors:
+            del artifacts[name]
+
+    if test:
+        same_tokens = None
+        if any(name in TFLITE_FILES for name in predictors):
+            same_tokens = _same_tokens(classifier, test)
+        _score(predictors, rows, test, same_tokens)
+        difference = rows.get("saved_model", {}).get("max_abs_prob_diff", 0.0)
+        if difference > _SAVED_MODEL_TOLERANCE:
+            skipped["saved_model"] = (
+                f"its probabilities differ from the Keras model's by up to "
+                f"{difference:.2g} (> {_SAVED_MODEL_TOLERANCE}); report this "
+                "with the model class and the TensorFlow, Keras and "
+                "keras-hub versions")
+            shutil.rmtree(os.path.join(staging, SAVED_MODEL_DIR))
+            del artifacts["saved_model"], rows["saved_model"]
+            del predictors["saved_model"]
+    pool = test if test else representative
+    if pool:
+        for name, timing in _latencies(predictors, pool, options).items():
+            rows[name]["latency_ms_per_example"] = timing
+
+    env = hardware.detect_environment(gpu_lister=lambda: [])
+    return {
+        "model_dir": model_dir,
+        "label_names": list(vocab.names),
+        "num_text_columns": num_text_columns,
+        "cpu": env.cpu_model,
+        "cpu_count": env.cpu_count,
+        "tflite_threads": threads,
+        "tensorflow": tf.__version__,
+        "latency_batch_size": batch,
+        "test_data": test.source if test else None,
+        "test_examples": len(test) if test else 0,
+        "representative_data": (
+            representative.source if representative else None
+        ),
+        "representative_examples": (
+            min(len(representative), options.max_representative_examples)
+            if representative and "tflite_int8" in artifacts else 0
+        ),
+        "artifacts": rows,
+        "skipped": dict(skipped),
+        "ratios": _ratios(rows, batch),
+    }
+
+
+def _score(predictors, rows, test, same_tokens):
+    """Accuracy and agreement with the Keras model, per artifact.
+
+    For the .tflite files, whose tokenizer differs from keras-hub's on
+    accented text, the difference is also given over the rows both tokenize
+    alike: that one measures the conversion alone.
+    """
+    columns = test.texts
+    pairs = columns[1] if len(columns) == 2 else None
+    reference, _ = predictors["keras"](columns[0], pairs)
+    for name, predictor in predictors.items():
+        started = time.perf_counter()
+        probabilities = reference if name == "keras" else predictor(
+            columns[0], pairs
+        )[0]
+        _check_finite(name, probabilities)
+        predicted = probabilities.argmax(axis=-1)
+        rows[name].update(
+            accuracy=float(np.mean(predicted == test.labels)),
+            max_abs_prob_diff=float(np.max(
+                np.abs(probabilities - reference), initial=0.0
+            )),
+            argmax_agreement=float(
+                np.mean(predicted == reference.argmax(axis=-1))
+            ),
+        )
+        if name in TFLITE_FILES:
+            rows[name].update(
+                tokenization_agreement=float(np.mean(same_tokens)),
+                max_abs_prob_diff_same_tokens=float(np.max(
+                    np.abs(probabilities - reference)[same_tokens],
+                    initial=0.0,
+                )),
+            )
+        logging.info(
+            "export: %s accuracy %.4f on %d test rows (%.1f s)", name,
+            rows[name]["accuracy"], len(test), time.perf_counter() - started,
+        )
+
+
+def _check_finite(name, probabilities):
+    if not np.all(np.isfinite(probabilities)):
+        raise ExportError(
+            f"The exported {name} returns non-finite probabilities. Report "
+            "this with the model class and the TensorFlow, Keras and "
+            "keras-hub versions."
+        )
+
+
+def _same_tokens(classifier, examples):
+    """bool [n]: whether the TFLite graph packs row i as keras-hub does."""
+    tokenize = _tflite_tokenize_fn(classifier, examples.num_text_columns)
+    preprocessor = classifier.preprocessor
+    pad_id = int(preprocessor.tokenizer.pad_token_id)
+    same = []
+    for start in range(0, len(examples), 256):
+        chunk = [tf.constant(c[start:start + 256]) for c in examples.texts]
+        ours = tokenize(*chunk)
+        theirs = _preprocess(preprocessor, chunk)
+        equal = np.ones(len(chunk[0]), bool)
+        for key in ("token_ids", "segment_ids"):
+            if key not in ours:
+                continue
+            mine = np.asarray(ours[key])
+            full = np.asarray(theirs[key])
+            # Ours is padded to the longest row only.
+            padded = np.full_like(full, pad_id if key == "token_ids" else 0)
+            padded[:, :mine.shape[1]] = mine
+            equal &= np.all(padded == full, axis=1)
+        same.append(equal)
+    return np.concatenate(same)
+
+
+def _latencies(predictors, pool, options):
+    """Per-example latency at batch 1 and at a batch, interleaved.
+
+    Each round times one call of every artifact in turn, so that load from
+    other processes hits all artifacts alike.
+    """
+    batch = options.latency_batch_size
+    columns = pool.texts
+    n = len(pool)
+    plans = {
+        "batch_1": (1, options.latency_calls),
+        f"batch_{batch}": (batch, max(3, options.latency_calls // 4)),
+    }
+    timings = {name: {} for name in predictors}
+    for key, (size, calls) in plans.items():
+        samples = {name: [] for name in predictors}
+        for call in range(-_WARMUP_CALLS, calls):
+            rows = [(call * size + i) % n for i in range(size)]
+            texts = [columns[0][r] for r in rows]
+            pairs = [columns[1][r] for r in rows] if len(columns) == 2 else None
+            for name, predictor in predictors.items():
+                started = time.perf_counter()
+                predictor(texts, pairs)
+                seconds = time.perf_counter() - started
+                if call >= 0:
+                    samples[name].append(seconds * 1e3 / size)
+        for name, values in samples.items():
+            timings[name][key] = {
+                "mean": float(np.mean(values)),
+                "p95": float(np.percentile(values, 95)),
+                "calls": len(values),
+            }
+    return timings
+
+
+def _ratios(rows, batch):
+    """Size reduction and latency ratios of each quantized artifact."""
+    pairs = {
+        "tflite_dynamic_int8_vs_tflite_float32": (
+            "tflite_dynamic_int8", "tflite_float32"),
+        "tflite_int8_vs_tflite_float32": ("tflite_int8", "tflite_float32"),
+        "tflite_float16_vs_tflite_float32": (
+            "tflite_float16", "tflite_float32"),
+        "keras_int8_vs_keras": ("keras_int8", "keras"),
+    }
+    ratios = {}
+    for key, (quantized, base) in pairs.items():
+        if quantized not in rows or base not in rows:
+            continue
+        q, b = rows[quantized], rows[base]
+        size_key = "size_bytes" if q.get("size_bytes") else "weight_bytes"
+        entry = {"size_reduction": _divide(b.get(size_key), q.get(size_key))}
+        for latency_key in ("batch_1", f"batch_{batch}"):
+            entry[f"latency_ratio_{latency_key}"] = _divide(
+                q.get("latency_ms_per_example", {}).get(latency_key, {})
+                .get("mean"),
+                b.get("latency_ms_per_example", {}).get(latency_key, {})
+                .get("mean"),
+            )
+        ratios[key] = entry
+    return ratios
+
+
+def _weight_bytes(classifier):
+    """Bytes of the classifier's weights in memory."""
+    return int(sum(
+        math.prod(v.shape) * np.dtype(v.dtype).itemsize
+        for v in classifier.weights
+    ))
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, files in os.walk(path) for f in files
+    )
+
+
+def _divide(numerator, denominator):
+    if not numerator or not denominator:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def format_report(report: Mapping) -> str:
+    """The report as a Markdown table, one row per artifact, then the ratios.
+
+    `MB` is the size on disk; for `keras_int8`, which lives in memory only,
+    the weights' size in memory (marked `mem`). `agree` is the share of test
+    rows whose predicted class equals the Keras model's. Latencies are per
+    example, mean and p95, at batch 1 and at the report's batch size.
+
+    Args:
+        report: Mapping. What `export_model` returns.
+
+    Returns:
+        str. The table; the .tflite tokenizer's agreement with keras-hub's
+        and the differences on the rows where they agree; one line per
+        quantized-vs-float comparison.
+
+    Examples:
+
+    >>> print(format_report({"latency_batch_size": 32, "artifacts": {
+    ...     "keras": {"size_bytes": 2_000_000, "accuracy": 0.8}}}))
+    | artifact | MB | accuracy | max diff | agree | b1 ms (p95) | b32 ms (p95) |
+    |---|---|---|---|---|---|---|
+    | keras | 2.00 | 0.8000 | - | - | - | - |
+    """
+    batch = report.get("latency_batch_size")
+    lines = [
+        "| artifact | MB | accuracy | max diff | agree | b1 ms (p95) | "
+        f"b{batch} ms (p95) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report.get("artifacts", {}).items():
+        if row.get("size_bytes"):
+            size = f"{row['size_bytes'] / 1e6:.2f}"
+        elif row.get("weight_bytes"):
+            size = f"{row['weight_bytes'] / 1e6:.2f} mem"
+        else:
+            size = "-"
+        latency = row.get("latency_ms_per_example", {})
+        cells = [
+            name,
+            size,
+            _cell(row.get("accuracy"), "{:.4f}"),
+            _cell(row.get("max_abs_prob_diff"), "{:.1e}"),
+            _cell(row.get("argmax_agreement"), "{:.4f}"),
+        ]
+        for key in ("batch_1", f"batch_{batch}"):
+            timing = latency.get(key)
+            cells.append(
+                "-" if not timing
+                else f"{timing['mean']:.2f} ({timing['p95']:.2f})"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    tflite = {
+        name: row for name, row in report.get("artifacts", {}).items()
+        if "tokenization_agreement" in row
+    }
+    if tflite:
+        agreement = next(iter(tflite.values()))["tokenization_agreement"]
+        lines.append(
+            f"tflite tokenization = keras-hub's on {agreement:.2%} of test "
+            "rows; max diff on those: " + ", ".join(
+                f"{name} {row['max_abs_prob_diff_same_tokens']:.1e}"
+                for name, row in tflite.items()
+            )
+        )
+    for name, ratios in report.get("ratios", {}).items():
+        parts = [f"{k} {v:.2f}" for k, v in ratios.items() if v is not None]
+        lines.append(f"{name}: " + ", ".join(parts))
+    for name, reason in report.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {reason}")
+    return "\n".join(lines)
+
+
+def _cell(value, fmt):
+    return "-" if value is None else fmt.format(value)

@@ -1,0 +1,95 @@
+"""The serving signature every artifact shares, and the SavedModel.
+
+`serving_default` maps `text` (and `text_pair`) string [N] to
+`probabilities`, `label_ids` and `labels`. The SavedModel runs the model's
+own keras-hub preprocessor inside it; `tflite_graph` puts its own tokenizer
+in front of the same outputs and endpoint.
+"""
+
+import keras
+import tensorflow as tf
+
+from painless_tf import models
+from painless_tf.export.formats import INPUT_NAMES
+from painless_tf.export.formats import ExportError
+
+
+def _activation(classifier):
+    """"linear" (logits) or "softmax": what the classifier's head returns."""
+    activation = keras.activations.serialize(
+        getattr(classifier, "activation", None) or keras.activations.linear
+    )
+    if activation not in ("linear", "softmax"):
+        raise ExportError(
+            f"The classifier ends in activation={activation!r}; export "
+            "supports logits (activation=None) or 'softmax'."
+        )
+    return activation
+
+
+def _preprocess(preprocessor, texts):
+    """The keras-hub preprocessor's model inputs for 1 or 2 text columns."""
+    # By keyword: a positional tuple `(texts, pairs)` is read as `(x, y)`,
+    # and the pairs would silently become labels.
+    texts = [models.normalize_text(preprocessor.tokenizer, t) for t in texts]
+    return preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))
+
+
+def _output_fn(classifier, label_names):
+    """Maps the classifier's model inputs to the three serving outputs."""
+    activation = _activation(classifier)
+    names = tf.constant(list(label_names))
+
+    def outputs(x):
+        scores = tf.cast(classifier(x, training=False), tf.float32)
+        probabilities = (
+            scores if activation == "softmax" else tf.nn.softmax(scores)
+        )
+        label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            "probabilities": probabilities,
+            "label_ids": label_ids,
+            "labels": tf.gather(names, label_ids),
+        }
+
+    return outputs
+
+
+def _add_serving_endpoint(archive, fn, num_text_columns):
+    """Adds `fn(*texts)` as `serving_default` with named string inputs.
+
+    The archive tracks the variables the endpoint uses by itself; also
+    calling `archive.track(classifier)` would save every weight twice (Keras
+    3.15 keeps both the Keras variables and the tf.Variables under them).
+    """
+    if num_text_columns == 1:
+        def serve(text):
+            return fn(text)
+    else:
+        def serve(text, text_pair):
+            return fn(text, text_pair)
+    archive.add_endpoint(
+        "serving_default", serve,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=name)
+            for name in INPUT_NAMES[:num_text_columns]
+        ],
+    )
+
+
+def _write_saved_model(classifier, vocab, num_text_columns, path):
+    preprocessor = classifier.preprocessor
+    outputs = _output_fn(classifier, vocab.names)
+
+    def serve(*texts):
+        return outputs(_preprocess(preprocessor, texts))
+
+    archive = keras.export.ExportArchive()
+    # The tokenizer's own TF resources (the SentencePiece model, lookup
+    # tables) are no Keras variables: without tracking them, SentencePiece
+    # models fail with "references an 'untracked' resource". ExportArchive
+    # tracks built layers only; one call builds the tokenizer.
+    _preprocess(preprocessor, [tf.constant(["a"])] * num_text_columns)
+    archive.track(preprocessor.tokenizer)
+    _add_serving_endpoint(archive, serve, num_text_columns)
+    archive.write_out(path, verbose=False)

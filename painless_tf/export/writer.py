@@ -1,0 +1,324 @@
+"""`export_model`: builds every format and writes `<model_dir>/export/`.
+
+It decides the formats the model's tokenizer allows, builds each into a
+staging folder beside `export/` (the SavedModel, then the TFLite graph and
+its conversions), has `measure` load them back and measure them, writes
+`export_metadata.json`, `export_report.json` and `README.md`, and renames
+the staging folder onto `export/` under the model dir's owner.
+"""
+
+import json
+import os
+import shutil
+import time
+
+from absl import logging
+
+from painless_tf import atomic
+from painless_tf import data as data_lib
+from painless_tf import model_dir as model_dir_lib
+from painless_tf import models
+from painless_tf.export.convert import _convert_tflite
+from painless_tf.export.convert import _probe_float32
+from painless_tf.export.formats import EXPORT_DIR
+from painless_tf.export.formats import INPUT_NAMES
+from painless_tf.export.formats import METADATA_FILE
+from painless_tf.export.formats import REPORT_FILE
+from painless_tf.export.formats import SAVED_MODEL_DIR
+from painless_tf.export.formats import TFLITE_FILES
+from painless_tf.export.formats import ExportError
+from painless_tf.export.formats import ExportOptions
+from painless_tf.export.formats import _format_attempt
+from painless_tf.export.measure import _measure
+from painless_tf.export.reading import _load_model_dir
+from painless_tf.export.reading import _model_dir_text_columns
+from painless_tf.export.reading import recorded_text_columns
+from painless_tf.export.saved_model import _write_saved_model
+from painless_tf.export.tflite_graph import _tflite_tokenizer_kind
+from painless_tf.export.tflite_graph import _tflite_unsupported
+from painless_tf.export.tflite_graph import _write_tflite_source
+
+# Bumped whenever the layout of `export_metadata.json` changes.
+_METADATA_VERSION = 1
+
+
+def export_model(
+    model_dir: str,
+    *,
+    options: ExportOptions | None = None,
+    test: data_lib.Examples | None = None,
+    representative: data_lib.Examples | None = None,
+    num_text_columns: int | None = None,
+) -> dict:
+    """Writes `<model_dir>/export/` and returns its `export_report.json`.
+
+    Everything is written into a temporary folder beside `export/`, checked
+    (each artifact is loaded back with `load_predictor`), measured, and then
+    renamed onto `export/`, replacing an earlier export.
+
+    Args:
+        model_dir: str. A trained model dir: `model/` (keras-hub preset with
+            its preprocessor) and `labels.json`.
+        options: `ExportOptions` or None. Formats and measurement settings;
+            None takes the defaults.
+        test: `data.Examples` or None. Labelled rows, with label ids of the
+            model's `labels.json`, for accuracy and latency; None skips
+            accuracy.
+        representative: `data.Examples` or None. Texts that calibrate
+            `tflite_int8` (labels unused), e.g. the validation split;
+            required for that format.
+        num_text_columns: int or None. 1, or 2 for sentence pairs; None
+            takes it from the model dir (`text_columns` in `metrics.json`
+            or `plan.json`), `test` or `representative`, else 1.
+
+    Returns:
+        The report, as written to `export_report.json` (see
+        `format_report`).
+
+    Raises:
+        ExportError: for an unreadable model dir or inconsistent data; for
+            an artifact whose probabilities are not finite, or a SavedModel
+            that differs from the Keras model by more than 1e-4 (then
+            nothing is written).
+
+    Examples:
+
+    >>> report = export_model("runs/demo")  # doctest: +SKIP
+    >>> print(format_report(report))  # doctest: +SKIP
+    """
+    options = options or ExportOptions()
+    model_dir = os.path.abspath(os.fspath(model_dir))
+    classifier, vocab = _load_model_dir(model_dir)
+    num_text_columns = _decide_text_columns(
+        num_text_columns, _model_dir_text_columns(model_dir), test,
+        representative,
+    )
+    if test is not None and options.max_test_examples is not None:
+        test = _head(test, options.max_test_examples)
+    skipped = {}
+    tflite_formats = [f for f in options.formats if f in TFLITE_FILES]
+    if tflite_formats:
+        reason = _tflite_unsupported(classifier)
+        if reason:
+            skipped.update({name: reason for name in tflite_formats})
+            tflite_formats = []
+    if "tflite_int8" in tflite_formats and not representative:
+        skipped["tflite_int8"] = (
+            "no texts to calibrate on: pass --representative_data (e.g. the "
+            "validation file)")
+        tflite_formats.remove("tflite_int8")
+
+    # The model dir's owner: locked while the export runs (a finetune on
+    # the same folder waits its turn), staging of a killed export removed,
+    # export/ listed before it is written and never written over if it is
+    # not a run's.
+    with model_dir_lib.ModelDir(model_dir, shared=True) as owner:
+        target = owner.claim(EXPORT_DIR)
+        report, skipped = _export_into(
+            model_dir, target, classifier, vocab, num_text_columns, options,
+            test, representative, skipped, tflite_formats)
+    for name, reason in skipped.items():
+        logging.warning("export: skipped %s: %s", name, reason)
+    logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
+    return report
+
+
+def _export_into(model_dir, target, classifier, vocab, num_text_columns,
+                 options, test, representative, skipped, tflite_formats):
+    staging = atomic.staging_dir(target)
+    try:
+        artifacts = {}
+        if "saved_model" in options.formats:
+            path = os.path.join(staging, SAVED_MODEL_DIR)
+            # One failing format never costs the others: its reason goes
+            # into the report and the rest are still written.
+            with _format_attempt("saved_model", skipped, path):
+                _write_saved_model(classifier, vocab, num_text_columns, path)
+                artifacts["saved_model"] = SAVED_MODEL_DIR
+        if tflite_formats:
+            source = os.path.join(staging, ".tflite_source")
+            _write_tflite_source(classifier, vocab, num_text_columns, source)
+            converted = {}
+            probe, static = _probe_float32(source, num_text_columns)
+            if static:
+                # DeBERTa-v3's relative position buckets take Abs of an
+                # int64 tensor, which TFLite has a kernel for only when the
+                # converter can fold it: at a fixed length.
+                logging.info("export: the TFLite graphs take the full "
+                             "sequence length (an op has no kernel at a "
+                             "dynamic length)")
+                shutil.rmtree(source)
+                _write_tflite_source(classifier, vocab, num_text_columns,
+                                     source, full_width=True)
+            elif probe is not None:
+                converted["tflite_float32"] = probe
+            calibration = None
+            if representative:
+                calibration = _head(
+                    representative, options.max_representative_examples
+                )
+            for name in tflite_formats:
+                path = os.path.join(staging, TFLITE_FILES[name])
+                with _format_attempt(name, skipped, path):
+                    started = time.perf_counter()
+                    content = converted.pop(name, None) or _convert_tflite(
+                        source, name, calibration)
+                    with open(path, "wb") as f:
+                        f.write(content)
+                    artifacts[name] = TFLITE_FILES[name]
+                    logging.info(
+                        "export: %s, %.1f MB, converted in %.1f s", name,
+                        len(content) / 1e6, time.perf_counter() - started,
+                    )
+            shutil.rmtree(source)
+        metadata = _metadata(classifier, vocab, num_text_columns, artifacts)
+        recorded = recorded_text_columns(model_dir)
+        if recorded is not None and len(recorded) == num_text_columns:
+            metadata["text_columns"] = recorded
+        _write_json(os.path.join(staging, METADATA_FILE), metadata)
+        report = _measure(
+            model_dir, staging, classifier, vocab, num_text_columns,
+            artifacts, options, test, representative, skipped,
+        )
+        if not artifacts and not any(
+                f == "keras_int8" for f in options.formats):
+            raise ExportError(
+                "No format could be exported: " + "; ".join(
+                    f"{k}: {v}" for k, v in skipped.items())
+                + ". Nothing was written."
+            )
+        # The metadata lists only what was kept after verification.
+        metadata["artifacts"] = artifacts
+        _write_json(os.path.join(staging, METADATA_FILE), metadata)
+        _write_json(os.path.join(staging, REPORT_FILE), report)
+        _write_readme(staging, metadata)
+        atomic.replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report, skipped
+
+
+def _decide_text_columns(explicit, recorded, test, representative):
+    found = {
+        name: examples.num_text_columns
+        for name, examples in (("test", test), ("representative",
+                                                representative))
+        if examples is not None
+    }
+    if recorded is not None:
+        found["model dir"] = recorded
+    if explicit is not None:
+        if explicit not in (1, 2):
+            raise ExportError(
+                f"`num_text_columns` must be 1, or 2 for sentence pairs. "
+                f"Received: {explicit!r}."
+            )
+        found["--text_columns"] = explicit
+    if len(set(found.values())) > 1:
+        raise ExportError(
+            "The data disagree on the number of text columns ("
+            + ", ".join(f"{k}: {v}" for k, v in found.items())
+            + "). Pass the same --text_columns the model was trained with."
+        )
+    return next(iter(found.values()), 1)
+
+
+def _head(examples, count):
+    if len(examples) <= count:
+        return examples
+    return data_lib.Examples(
+        texts=tuple(column[:count] for column in examples.texts),
+        labels=examples.labels[:count],
+        lines=examples.lines[:count],
+        source=examples.source,
+    )
+
+
+def _metadata(classifier, vocab, num_text_columns, artifacts):
+    return {
+        "format_version": _METADATA_VERSION,
+        "label_names": list(vocab.names),
+        "num_text_columns": num_text_columns,
+        "inputs": list(INPUT_NAMES[:num_text_columns]),
+        "outputs": {
+            "probabilities": "float32 [N, num_classes]",
+            "label_ids": "int64 [N]",
+            "labels": "string [N]",
+        },
+        "sequence_length": int(classifier.preprocessor.sequence_length),
+        "artifacts": artifacts,
+        "tflite_tokenizer": _tflite_tokenizer_metadata(classifier),
+    }
+
+
+def _tflite_tokenizer_metadata(classifier):
+    tokenizer = classifier.preprocessor.tokenizer
+    kind = _tflite_tokenizer_kind(tokenizer)
+    if kind is None:
+        return None
+    full = models.padding_changes_outputs(classifier.backbone, tokenizer)
+    entry = {
+        "kind": kind,
+        "ops": (["FastBertNormalize", "FastWordpieceTokenizeWithOffsets"]
+                if kind == "wordpiece"
+                else ["TFText>FastSentencepieceTokenize"]),
+        "op_resolver": "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS",
+        "padding": ("to the sequence length (padding changes this "
+                    "model's outputs)" if full
+                    else "to the longest row of the batch"),
+    }
+    if kind == "wordpiece":
+        entry["lower_case_nfd_strip_accents"] = bool(
+            getattr(tokenizer, "lowercase", False))
+    return entry
+
+
+_README = """\
+# Exported model
+
+Inputs: {inputs} (string tensors [N]). Outputs: probabilities (float32
+[N, {num_classes}]), label_ids (int64 [N]), labels (string [N]).
+Labels in id order: {labels}.
+
+SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
+
+    import tensorflow as tf, tensorflow_text  # registers the tokenizer ops
+    serve = tf.saved_model.load("saved_model").signatures["serving_default"]
+    print(serve({call_args})["probabilities"])
+
+TFLite (`model_*.tflite`), from raw strings, with TF Text's TFLite kernels:
+
+    import numpy as np, tensorflow_text as tf_text
+    from tensorflow.lite.python import interpreter
+    runner = interpreter.InterpreterWithCustomOps(
+        model_path="model_float32.tflite",
+        custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS,
+    ).get_signature_runner()
+    print(runner({np_args})["probabilities"])
+
+The .tflite tokenizer (FastBertNormalizer + FastWordpiece) always strips
+accents when it lower-cases; a Keras model whose tokenizer keeps them gets
+other token ids for accented words. export_report.json gives the share of
+test texts on which both agree (tokenization_agreement).
+"""
+
+
+def _write_readme(folder, metadata):
+    inputs = metadata["inputs"]
+    text = _README.format(
+        inputs=", ".join(inputs),
+        num_classes=len(metadata["label_names"]),
+        labels=", ".join(metadata["label_names"]),
+        call_args=", ".join(f'{n}=tf.constant(["a fine film"])' for n in inputs),
+        np_args=", ".join(
+            f'{n}=np.array(["a fine film"], dtype=object)' for n in inputs
+        ),
+    )
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _write_json(path, content):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, ensure_ascii=False)
+        f.write("\n")
