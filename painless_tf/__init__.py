@@ -4,7 +4,6 @@ One public entry per concern; see the README's "How it works" for the order
 in which a batch meets them.
 """
 
-from painless_tf.callbacks import default_callbacks
 from painless_tf.checkpointing import CheckpointManager
 from painless_tf.data import DataError
 from painless_tf.data import LabelVocab
@@ -21,6 +20,7 @@ from painless_tf.hardware import detect_environment
 from painless_tf.models import load_classifier
 from painless_tf.models import load_tokenizer
 from painless_tf.models import save_classifier
+from painless_tf.monitoring import default_callbacks
 from painless_tf.optimization import WarmupLinearDecay
 from painless_tf.optimization import make_optimizer
 from painless_tf.pipeline import make_dataset

@@ -9,7 +9,7 @@ Plots are PNGs drawn with matplotlib's Agg renderer and embedded as base64
 
 It reads what a model directory holds (see `apps/finetune.py`):
 `metrics.json`, `plan.json`, `history.json` (written by
-`painless_tf.callbacks.HistoryWriter`), `model/config.json` and
+`painless_tf.monitoring.HistoryWriter`), `model/config.json` and
 `model/task.json` (the keras-hub preset) and, for the test
 split, `evaluation.json` (a `painless_tf.evaluation.classification_report`)
 unless an evaluation is passed in. Any of them may be missing; its section

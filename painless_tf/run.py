@@ -21,7 +21,6 @@ from absl import logging
 
 from painless_tf import assets
 from painless_tf import atomic
-from painless_tf import callbacks as callbacks_lib
 from painless_tf import checkpointing
 from painless_tf.config import RunConfig  # noqa: F401  (run.RunConfig)
 from painless_tf import data
@@ -35,6 +34,7 @@ from painless_tf import lr_finder
 from painless_tf import memory
 from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
+from painless_tf import monitoring as monitoring_lib
 from painless_tf import optimization
 from painless_tf import pipeline
 from painless_tf import plan as plan_lib
@@ -610,7 +610,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
     # Every worker runs the same monitors: they read metrics, which is a
     # collective all-reduce under MultiWorkerMirroredStrategy, so all must
     # read at the same steps. Only the chief's write into the model dir.
-    monitoring = callbacks_lib.default_callbacks(
+    monitoring = monitoring_lib.default_callbacks(
         model_dir=model_dir if chief else tempfile.mkdtemp(prefix="worker-"),
         plan=plan,
         flops_per_token=flops.training_flops_per_token(trainer, lengths),
@@ -654,9 +654,9 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
                 buckets=plan.bucket_boundaries, training=True,
                 seed=plan.seed, epoch=epoch,
             )
-            callbacks_lib.set_step_stats(
+            monitoring_lib.set_step_stats(
                 monitoring,
-                callbacks_lib.step_stats(epoch_plan, lengths, batches=batches),
+                monitoring_lib.step_stats(epoch_plan, lengths, batches=batches),
             )
             start = time.perf_counter()
             result = trainer.fit(
@@ -682,7 +682,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
             for key, values in result.history.items():
                 history.setdefault(key, []).extend(values)
             position = saver.position
-            summary = {**summary, **_trained(callbacks_lib.summarize(monitoring))}
+            summary = {**summary, **_trained(monitoring_lib.summarize(monitoring))}
             if chief:
                 owner.write_progress({"fit_seconds": fit_seconds,
                                       "history": history, "summary": summary})
@@ -759,7 +759,7 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     metrics["test_accuracy"] = accuracy(
         probabilities, prepared.splits.test.labels
     )
-    metrics.update(callbacks_lib.summarize(()))
+    metrics.update(monitoring_lib.summarize(()))
     metrics.update(summary or {})
     metrics["peak_flops_source"] = flops.peak_flops_source(
         prepared.environment, plan.precision

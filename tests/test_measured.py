@@ -297,7 +297,7 @@ def test_mfu_without_a_quiet_peak_says_n_a_in_the_progress_line():
     import keras
     import numpy as np
 
-    from painless_tf import callbacks as cb
+    from painless_tf import monitoring as cb
 
     out = io.StringIO()
     mfu = cb.MFU(flops_per_token=12.0, peak_flops=float("nan"),

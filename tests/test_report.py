@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tiny
-from painless_tf import callbacks as cb
+from painless_tf import monitoring as cb
 from painless_tf import evaluation as ev
 from painless_tf import flops, models, pipeline, report
 from painless_tf.data import LabelVocab
