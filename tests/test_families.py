@@ -260,12 +260,17 @@ def test_export_every_family(family, tmp_path):
         options=export.ExportOptions(formats=_EXPORT_FORMATS,
                                      latency_calls=3))
     rows = report["artifacts"]
+    metadata = json.loads(
+        (model_dir / "export" / export.METADATA_FILE).read_text())
     if family == "roberta":
-        # Byte-level BPE has no TFLite kernel: raw strings only through
-        # the SavedModel, and the report says why.
-        assert set(rows) == {"keras", "saved_model"}
-        for name in _EXPORT_FORMATS[1:]:
-            assert "RobertaTokenizer" in report["skipped"][name]
+        # Byte-level BPE has no TFLite kernel: the .tflite files take token
+        # ids, packed by the tokenizer files exported beside them.
+        assert report["skipped"] == {}
+        assert set(rows) == {"keras", *_EXPORT_FORMATS}
+        assert metadata["tflite_tokenizer"]["inputs"] == "token_ids"
+        assert sorted(os.listdir(model_dir / "export" / "tokenizer" / "assets"
+                                 / "tokenizer")) == ["merges.txt",
+                                                     "vocabulary.json"]
     elif family == "f_net":
         # Its Fourier transform needs complex numbers, which TFLite has no
         # builtin kernels for: the SavedModel only, and the report says why.

@@ -15,6 +15,7 @@ replaced only when at least one format was written:
 | `model_float16.tflite` | `tflite_float16` | TFLite + TF Text ops |
 | `model_dynamic_int8.tflite` | `tflite_dynamic_int8` | TFLite + TF Text ops |
 | `model_int8.tflite` | `tflite_int8` | TFLite + TF Text ops |
+| `tokenizer/` | | byte-level BPE only: the tokenizer files |
 | `export_metadata.json` | | label names, inputs, tokenizer |
 | `export_report.json` | | sizes, latencies, accuracies |
 | `README.md` | | how to load each artifact |
@@ -50,8 +51,10 @@ Tokenization happens inside the graph:
   the family does (`[CLS] a [SEP] (b [SEP])`, `<s> a </s></s> b </s>`) with
   builtin ops, padded only to the longest text of the batch (to the full
   sequence length for a model whose outputs change with padding). Byte-level
-  BPE (RoBERTa) has no TFLite kernel: such a model gets the SavedModel only,
-  and the report says so. They give keras-hub's token ids
+  BPE (RoBERTa) has no TFLite kernel: its .tflite files take the packed
+  `token_ids` and `padding_mask` (int32 [N, L]) instead, and the tokenizer
+  files go beside them in `tokenizer/` (`token_ids.py`; `load_predictor`
+  packs with them on the host). The string graphs give keras-hub's token ids
   whenever the keras-hub tokenizer normalizes as BERT's own does: accents
   stripped when lower-casing (set from the Hugging Face folder's
   `tokenizer_config.json`, `models._match_hf_normalization`) and NFKC before
@@ -93,6 +96,8 @@ The package holds one module per concern; each imports only those above it:
   SavedModel.
 * `tflite_graph`: the graph the .tflite files are converted from: TF Text
   tokenization with TFLite kernels, packing with builtin ops.
+* `token_ids`: the .tflite graph over token ids for byte-level BPE, its
+  tokenizer files, and the host packing that feeds it.
 * `predictors`: `Predictor` and `load_predictor`, any artifact as one
   callable.
 * `convert`: TFLite conversion: float32, float16, dynamic-range int8, and

@@ -16,7 +16,10 @@ from painless_tf.export.formats import INPUT_NAMES
 from painless_tf.export.predictors import _tflite_predict_fn
 
 
-def _convert_tflite(source, name, calibration):
+def _convert_tflite(source, name, calibration, host=None):
+    """The .tflite file `name` of the graph in `source`; `calibration`:
+    examples for `tflite_int8`; `host`: the packer of a token-id graph
+    (`token_ids.host_packer`), None for one that takes strings."""
     converter = tf.lite.TFLiteConverter.from_saved_model(source)
     # The tokenizer's ops are TF Text's TFLite custom ops.
     converter.allow_custom_ops = True
@@ -32,6 +35,9 @@ def _convert_tflite(source, name, calibration):
 
         def representative_dataset():
             for row in zip(*columns):
+                if host is not None:
+                    yield host([row[0]], [row[1]] if len(row) > 1 else None)
+                    continue
                 yield {
                     INPUT_NAMES[i]: tf.constant([text])
                     for i, text in enumerate(row)
@@ -44,14 +50,14 @@ def _convert_tflite(source, name, calibration):
         return converter.convert()
 
 
-def _probe_float32(source, num_text_columns):
+def _probe_float32(source, num_text_columns, host=None):
     """`(content, static)`: the float32 TFLite model of `source` (None if
     it does not convert or run), and whether it has ops that neither TFLite
     nor TF Text has a kernel for (they became custom ops, which fail when
     the graph first runs). Failures are left to the formats' own attempts,
     which report them."""
     try:
-        content = _convert_tflite(source, "tflite_float32", None)
+        content = _convert_tflite(source, "tflite_float32", None, host=host)
     except Exception:  # noqa: BLE001
         return None, False
     with tempfile.TemporaryDirectory() as folder:
@@ -59,7 +65,7 @@ def _probe_float32(source, num_text_columns):
         with open(path, "wb") as f:
             f.write(content)
         try:
-            predict = _tflite_predict_fn(path, num_threads=1)
+            predict = _tflite_predict_fn(path, num_threads=1, host=host)
             predict(["a b"], ["c"] if num_text_columns == 2 else None)
         except Exception as error:  # noqa: BLE001
             return None, "unresolved custom op" in str(error)

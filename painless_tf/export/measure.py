@@ -28,6 +28,7 @@ from painless_tf.export.predictors import _keras_predictor
 from painless_tf.export.predictors import load_predictor
 from painless_tf.export.reading import _load_model_dir
 from painless_tf.export.saved_model import _preprocess
+from painless_tf.export.tflite_graph import _tflite_inputs
 from painless_tf.export.tflite_graph import _tflite_tokenize_fn
 
 # The SavedModel runs the Keras model's own graph: anything beyond float
@@ -175,6 +176,9 @@ def _check_finite(name, probabilities):
 
 def _same_tokens(classifier, examples):
     """bool [n]: whether the TFLite graph packs row i as keras-hub does."""
+    if _tflite_inputs(classifier) == "token_ids":
+        # Packed on the host by the keras-hub preprocessor itself.
+        return np.ones(len(examples), bool)
     tokenize = _tflite_tokenize_fn(classifier, examples.num_text_columns)
     preprocessor = classifier.preprocessor
     pad_id = int(preprocessor.tokenizer.pad_token_id)

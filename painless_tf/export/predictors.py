@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from painless_tf.export import token_ids as token_ids_lib
 from painless_tf.export.formats import METADATA_FILE
 from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import _check_positive
@@ -183,7 +184,18 @@ def load_predictor(
             f"{num_text_columns}. Pass the matching number or export again."
         )
     if kind == "tflite":
-        predict_batch = _tflite_predict_fn(path, num_threads)
+        host = None
+        tokenizer = os.path.join(os.path.dirname(path),
+                                 token_ids_lib.TOKENIZER_DIR)
+        if metadata["tflite_inputs"] == "token_ids":
+            if not os.path.isfile(os.path.join(
+                    tokenizer, token_ids_lib.PACKING_FILE)):
+                raise ExportError(
+                    f"{path} takes token ids, and its tokenizer files are "
+                    f"not beside it ({tokenizer}/). Copy the export's "
+                    "tokenizer/ folder next to the .tflite file.")
+            host = token_ids_lib.load_host_packer(tokenizer)
+        predict_batch = _tflite_predict_fn(path, num_threads, host=host)
     else:
         predict_batch = _saved_model_predict_fn(path)
     return Predictor(
@@ -234,10 +246,14 @@ def _saved_model_predict_fn(path):
     return predict_batch
 
 
-def _tflite_predict_fn(path, num_threads):
+def _tflite_predict_fn(path, num_threads, host=None):
+    """`host`: the packer of a token-id .tflite file (`token_ids.py`);
+    None for one that tokenizes strings in its graph."""
     runner = _tflite_interpreter(path, num_threads).get_signature_runner()
 
     def predict_batch(texts, pairs):
+        if host is not None:
+            return runner(**host(texts, pairs))["probabilities"]
         inputs = {"text": np.array(texts, dtype=object)}
         if pairs is not None:
             inputs["text_pair"] = np.array(pairs, dtype=object)
@@ -282,7 +298,10 @@ def _read_metadata(folder, artifact):
             f"{path}: not an export metadata file ({type(e).__name__}: {e}). "
             "Export the model again."
         ) from None
-    return {"label_names": names, "num_text_columns": columns}
+    # Exports written before token-id .tflite files existed take strings.
+    inputs = (metadata.get("tflite_tokenizer") or {}).get("inputs", "text")
+    return {"label_names": names, "num_text_columns": columns,
+            "tflite_inputs": inputs}
 
 
 def _as_text(value):

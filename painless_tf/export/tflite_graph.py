@@ -31,14 +31,28 @@ def _tflite_tokenizer_kind(tokenizer):
     return None
 
 
-def _tflite_unsupported(classifier):
-    """Why the .tflite formats cannot take raw strings, or None."""
+def _tflite_inputs(classifier):
+    """What the .tflite files take: "text" (tokenized in the graph),
+    "token_ids" (byte-level BPE, packed on the host by the exported
+    tokenizer files, `token_ids.py`), or None (no TFLite export)."""
     tokenizer = classifier.preprocessor.tokenizer
-    if _tflite_tokenizer_kind(tokenizer) is None:
+    if _tflite_tokenizer_kind(tokenizer) is not None:
+        return "text"
+    if isinstance(tokenizer, keras_hub.tokenizers.BytePairTokenizer):
+        return "token_ids"
+    return None
+
+
+def _tflite_unsupported(classifier):
+    """Why there can be no .tflite files, or None."""
+    tokenizer = classifier.preprocessor.tokenizer
+    if _tflite_inputs(classifier) is None:
         return (
             f"the model's tokenizer ({type(tokenizer).__name__}) has no "
             "TFLite kernels (TF Text has them for pre-splitting WordPiece "
-            "and for SentencePiece only); the SavedModel takes raw strings"
+            "and for SentencePiece only) and is no byte-level BPE tokenizer "
+            "whose files could go beside token-id .tflite files; the "
+            "SavedModel takes raw strings"
         )
     return None
 

@@ -30,10 +30,13 @@ from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import ExportOptions
 from painless_tf.export.formats import _format_attempt
 from painless_tf.export.measure import _measure
+from painless_tf.export import token_ids as token_ids_lib
+from painless_tf.export.reading import _keras_model_dir
 from painless_tf.export.reading import _load_model_dir
 from painless_tf.export.reading import _model_dir_text_columns
 from painless_tf.export.reading import recorded_text_columns
 from painless_tf.export.saved_model import _write_saved_model
+from painless_tf.export.tflite_graph import _tflite_inputs
 from painless_tf.export.tflite_graph import _tflite_tokenizer_kind
 from painless_tf.export.tflite_graph import _tflite_unsupported
 from painless_tf.export.tflite_graph import _write_tflite_source
@@ -137,9 +140,11 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                 artifacts["saved_model"] = SAVED_MODEL_DIR
         if tflite_formats:
             source = os.path.join(staging, ".tflite_source")
-            _write_tflite_source(classifier, vocab, num_text_columns, source)
+            host = _write_tflite_graph(model_dir, staging, source, classifier,
+                                       vocab, num_text_columns)
             converted = {}
-            probe, static = _probe_float32(source, num_text_columns)
+            probe, static = _probe_float32(source, num_text_columns,
+                                           host=host)
             if static:
                 # DeBERTa-v3's relative position buckets take Abs of an
                 # int64 tensor, which TFLite has a kernel for only when the
@@ -148,8 +153,9 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                              "sequence length (an op has no kernel at a "
                              "dynamic length)")
                 shutil.rmtree(source)
-                _write_tflite_source(classifier, vocab, num_text_columns,
-                                     source, full_width=True)
+                host = _write_tflite_graph(model_dir, staging, source,
+                                           classifier, vocab, num_text_columns,
+                                           full_width=True)
             elif probe is not None:
                 converted["tflite_float32"] = probe
             calibration = None
@@ -162,7 +168,7 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                 with _format_attempt(name, skipped, path):
                     started = time.perf_counter()
                     content = converted.pop(name, None) or _convert_tflite(
-                        source, name, calibration)
+                        source, name, calibration, host=host)
                     with open(path, "wb") as f:
                         f.write(content)
                     artifacts[name] = TFLITE_FILES[name]
@@ -172,6 +178,11 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                     )
             shutil.rmtree(source)
         metadata = _metadata(classifier, vocab, num_text_columns, artifacts)
+        if not any(name in TFLITE_FILES for name in artifacts):
+            # Token-id .tflite files need their tokenizer files; without
+            # them the folder is the SavedModel's alone.
+            shutil.rmtree(os.path.join(staging, token_ids_lib.TOKENIZER_DIR),
+                          ignore_errors=True)
         recorded = recorded_text_columns(model_dir)
         if recorded is not None and len(recorded) == num_text_columns:
             metadata["text_columns"] = recorded
@@ -196,6 +207,27 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report, skipped
+
+
+def _write_tflite_graph(model_dir, staging, source, classifier, vocab,
+                        num_text_columns, full_width=None):
+    """Writes the SavedModel the .tflite files convert from; returns the
+    host packer of token-id graphs (their tokenizer files written into
+    `staging/tokenizer/`), or None for graphs that take strings."""
+    if _tflite_inputs(classifier) != "token_ids":
+        _write_tflite_source(classifier, vocab, num_text_columns, source,
+                             full_width=full_width)
+        return None
+    full = bool(full_width) or models.padding_changes_outputs(
+        classifier.backbone, classifier.preprocessor.tokenizer)
+    folder = os.path.join(staging, token_ids_lib.TOKENIZER_DIR)
+    shutil.rmtree(folder, ignore_errors=True)
+    token_ids_lib.write_tokenizer(classifier, _keras_model_dir(model_dir)[1],
+                                  folder, full_width=full)
+    token_ids_lib.write_source(classifier, vocab, source, full_width=full)
+    return token_ids_lib.host_packer(
+        classifier.preprocessor, full_width=full,
+        names=token_ids_lib.input_names(classifier))
 
 
 def _decide_text_columns(explicit, recorded, test, representative):
@@ -254,11 +286,28 @@ def _metadata(classifier, vocab, num_text_columns, artifacts):
 def _tflite_tokenizer_metadata(classifier):
     tokenizer = classifier.preprocessor.tokenizer
     kind = _tflite_tokenizer_kind(tokenizer)
-    if kind is None:
-        return None
     full = models.padding_changes_outputs(classifier.backbone, tokenizer)
+    if kind is None:
+        if _tflite_inputs(classifier) != "token_ids":
+            return None
+        return {
+            "kind": "byte_pair",
+            "inputs": "token_ids",
+            "tflite_inputs": {name: "int32 [N, L]" for name in
+                              token_ids_lib.input_names(classifier)},
+            "tokenizer_files": (
+                f"{token_ids_lib.TOKENIZER_DIR}/ (a keras-hub preprocessor "
+                "preset; assets/tokenizer/vocabulary.json and merges.txt are "
+                "the BPE files)"),
+            "why": ("byte-level BPE has no TFLite kernel: the .tflite files "
+                    "take token ids, packed by the tokenizer files"),
+            "padding": ("to the sequence length (padding changes this "
+                        "model's outputs)" if full
+                        else "to the longest row of the batch"),
+        }
     entry = {
         "kind": kind,
+        "inputs": "text",
         "ops": (["FastBertNormalize", "FastWordpieceTokenizeWithOffsets"]
                 if kind == "wordpiece"
                 else ["TFText>FastSentencepieceTokenize"]),
@@ -303,8 +352,56 @@ test texts on which both agree (tokenization_agreement).
 """
 
 
+_TOKEN_ID_README = """\
+# Exported model
+
+Inputs: {inputs} (string tensors [N]). Outputs: probabilities (float32
+[N, {num_classes}]), label_ids (int64 [N]), labels (string [N]).
+Labels in id order: {labels}.
+
+SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
+
+    import tensorflow as tf, tensorflow_text  # registers the tokenizer ops
+    serve = tf.saved_model.load("saved_model").signatures["serving_default"]
+    print(serve({call_args})["probabilities"])
+
+TFLite (`model_*.tflite`), from token ids: byte-level BPE has no TFLite
+kernel, so the texts are tokenized and packed outside the model, by the
+files in `tokenizer/` (a keras-hub preprocessor preset; its
+`assets/tokenizer/vocabulary.json` and `merges.txt` are the BPE files).
+Inputs {token_inputs}: int32 [N, L], L up to {sequence_length}, padded
+{padding}.
+
+    import keras_hub, numpy as np, tensorflow as tf
+    pack = keras_hub.models.TextClassifierPreprocessor.from_preset("tokenizer")
+    x = pack(x=["a fine film"])
+    runner = tf.lite.Interpreter(
+        model_path="model_float32.tflite").get_signature_runner()
+    print(runner({np_token_args})["probabilities"])
+"""
+
+
 def _write_readme(folder, metadata):
     inputs = metadata["inputs"]
+    tokenizer = metadata.get("tflite_tokenizer") or {}
+    if tokenizer.get("inputs") == "token_ids":
+        names = list(tokenizer["tflite_inputs"])
+        text = _TOKEN_ID_README.format(
+            inputs=", ".join(inputs),
+            num_classes=len(metadata["label_names"]),
+            labels=", ".join(metadata["label_names"]),
+            call_args=", ".join(
+                f'{n}=tf.constant(["a fine film"])' for n in inputs),
+            token_inputs=", ".join(names),
+            sequence_length=metadata["sequence_length"],
+            padding=tokenizer["padding"],
+            np_token_args=", ".join(
+                f'{n}=np.asarray(x["{n}"], np.int32)' for n in names),
+        )
+        with open(os.path.join(folder, "README.md"), "w",
+                  encoding="utf-8") as f:
+            f.write(text)
+        return
     text = _README.format(
         inputs=", ".join(inputs),
         num_classes=len(metadata["label_names"]),
