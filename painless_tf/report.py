@@ -251,15 +251,19 @@ def _speed_section(history, metrics):
         parts.append(_throughput_plot(train))
     else:
         parts.append(_note("Throughput was not measured."))
+    source = (metrics or {}).get("peak_flops_source")
     if _series(train, "mfu")[0]:
         overall = (metrics or {}).get("mfu")
         parts.append(_mfu_plot(train, overall))
+    elif source and source.startswith("MFU n/a"):
+        # The peak was taken on a busy machine: no MFU against it.
+        parts.append(_note(f"{source}."))
+        source = None
     else:
         parts.append(_note(
             "MFU was not measured (it needs token counts, FLOPs per token "
             "and a peak)."
         ))
-    source = (metrics or {}).get("peak_flops_source")
     if source:
         parts.append(_note(f"Peak: {source}."))
     return _section("speed", "Throughput and MFU", "".join(parts))

@@ -262,6 +262,21 @@ def test_report_reads_evaluation_json_and_plots_the_loss_scale(tmp_path):
     assert "Wall time: 0:04" in " ".join(text.split())
 
 
+def test_mfu_against_a_busy_peak_says_why_it_is_missing(tmp_path):
+    history = {"train": [{"step": s, "epoch": 0, "fractional_epoch": s / 2,
+                          "loss": 1.0, "examples_per_sec": 10.0 * s}
+                         for s in (1, 2)]}
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    source = ("MFU n/a: peak measured under load (1024x1024 float32 "
+              "tf.linalg.matmul on AMD EPYC = 80.0 GFLOP/s, load 3.1)")
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"peak_flops_source": source}))
+    text = " ".join(" ".join(parse(report.write_report(str(tmp_path))).text)
+                    .split())
+    assert source in text
+    assert "MFU was not measured" not in text and "Peak: MFU" not in text
+
+
 def test_report_of_an_empty_model_dir_says_what_is_missing(tmp_path):
     page = parse(report.write_report(str(tmp_path)))
     assert page.images == [] and page.values == {}
