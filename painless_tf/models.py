@@ -32,6 +32,7 @@ import urllib.request
 import keras
 import keras_hub
 import numpy as np
+import safetensors
 import tensorflow as tf
 import tensorflow_text as tf_text
 from absl import logging
@@ -444,7 +445,11 @@ def _from_hub(model, preset, kind, load):
     try:
         loaded = load(preset)
     except (
-        ValueError, OSError, KeyError, TypeError, ImportError, tf.errors.OpError
+        ValueError, OSError, KeyError, TypeError, ImportError,
+        tf.errors.OpError,
+        # A Hugging Face folder whose weights lack a tensor keras-hub's
+        # converter reads (e.g. `distilbert.embeddings...`).
+        safetensors.SafetensorError,
     ) as e:
         if kind in ("kaggle", "hf", "other") and (
             _is_network_error(e) or not _hub_reachable(kind)
@@ -456,7 +461,54 @@ def _from_hub(model, preset, kind, load):
         ) from e
     if kind == "hf_folder":
         _match_hf_normalization(loaded, preset)
+        _fold_roberta_token_type(loaded, preset)
     return loaded
+
+
+def _fold_roberta_token_type(loaded, folder):
+    """Adds a RoBERTa checkpoint's token-type embedding, as transformers does.
+
+    Hugging Face's RoBERTa adds `token_type_embeddings[0]` to every token
+    (its inputs are all of type 0); keras-hub's `RobertaBackbone` has no
+    token-type embedding and its 0.32 converter drops the weight. That is
+    harmless for the fairseq conversions (roberta-base, roberta-large),
+    whose row is zero, but a RoBERTa trained or fine-tuned with
+    transformers has learned a non-zero row, and without it every hidden
+    state differs. The row is folded into the position embeddings, which
+    are added to every token too (keras-hub's XLM-RoBERTa converter does the
+    same).
+    """
+    backbone = getattr(loaded, "backbone", loaded)
+    if not isinstance(backbone, keras_hub.models.RobertaBackbone):
+        return
+    config = _read_json(os.path.join(folder, "config.json"))
+    if config.get("model_type") != "roberta":
+        return
+    row = _hf_tensor(folder, "embeddings.token_type_embeddings.weight")
+    if row is None:
+        return
+    table = backbone.embeddings.position_embedding.position_embeddings
+    table.assign(table + keras.ops.cast(row[0], table.dtype))
+
+
+def _hf_tensor(folder, name):
+    """The tensor `name` of a Hugging Face folder's safetensors, or None.
+
+    Matches `name` with or without the base model's prefix (`roberta.`),
+    in `model.safetensors` or in the shards its index lists.
+    """
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        files = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    else:
+        files = ["model.safetensors"]
+    for filename in files:
+        with safetensors.safe_open(os.path.join(folder, filename),
+                                   framework="np") as f:
+            for key in f.keys():
+                if key == name or key.endswith("." + name):
+                    return f.get_tensor(key)
+    return None
 
 
 def _match_hf_normalization(loaded, folder):
