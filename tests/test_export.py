@@ -335,7 +335,7 @@ def test_tflite_packing_equals_keras_hub_packing(truncate):
     # keras-hub lower-cases "café" but keeps the accent ([UNK] here); the
     # TFLite tokenizer strips it, like the original BERT tokenizer ("cafe").
     (False, [True, True, False, False, True]),
-    # As for a Hugging Face folder (models._match_hf_normalization): all
+    # As for a Hugging Face folder (hf_folders.match_normalization): all
     # agree, "…" included (models.normalize_text).
     (True, [True, True, True, True, True]),
 ])

@@ -57,7 +57,7 @@ Tokenization happens inside the graph:
   packs with them on the host). The string graphs give keras-hub's token ids
   whenever the keras-hub tokenizer normalizes as BERT's own does: accents
   stripped when lower-casing (set from the Hugging Face folder's
-  `tokenizer_config.json`, `models._match_hf_normalization`) and NFKC before
+  `tokenizer_config.json`, `hf_folders.match_normalization`) and NFKC before
   splitting (`models.normalize_text`, on every path from text to model).
   The report's `tokenization_agreement` says on how many test texts the two
   agree. Load with the TF Text op resolver:
