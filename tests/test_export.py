@@ -376,7 +376,7 @@ def test_failed_export_leaves_the_previous_export(files, tmp_path,
     export.export_model(model_dir, options=options)
     before = sorted(os.listdir(os.path.join(model_dir, "export")))
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
     # Both callers look the converter up in their own module: the float32
