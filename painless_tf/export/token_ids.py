@@ -69,9 +69,9 @@ def load_host_packer(folder):
 
 
 def host_packer(preprocessor, *, full_width, names=None):
-    """`pack(texts, pairs)`: the packed int32 inputs of a token-id .tflite
-    file, by the keras-hub `preprocessor` itself."""
-    keep = names
+    """`pack(texts, pairs)`: the packed int32 inputs `names` (None: all the
+    preprocessor gives) of a token-id .tflite file, by the keras-hub
+    `preprocessor` itself."""
 
     def pack(texts, pairs=None):
         columns = [tf.constant(list(texts), tf.string)]
@@ -84,7 +84,7 @@ def host_packer(preprocessor, *, full_width, names=None):
             # Padded keys get exactly zero attention weight: cutting the
             # batch to its longest row changes no probability.
             width = max(1, int(mask.sum(axis=1).max()))
-        wanted = keep or [k for k in _INPUT_ORDER if k in x]
+        wanted = names or [k for k in _INPUT_ORDER if k in x]
         return {k: np.asarray(x[k])[:, :width].astype(np.int32)
                 for k in wanted}
 

@@ -287,6 +287,8 @@ def _tflite_tokenizer_metadata(classifier):
     tokenizer = classifier.preprocessor.tokenizer
     kind = _tflite_tokenizer_kind(tokenizer)
     full = models.padding_changes_outputs(classifier.backbone, tokenizer)
+    padding = ("to the sequence length (padding changes this model's "
+               "outputs)" if full else "to the longest row of the batch")
     if kind is None:
         if _tflite_inputs(classifier) != "token_ids":
             return None
@@ -301,9 +303,7 @@ def _tflite_tokenizer_metadata(classifier):
                 "the BPE files)"),
             "why": ("byte-level BPE has no TFLite kernel: the .tflite files "
                     "take token ids, packed by the tokenizer files"),
-            "padding": ("to the sequence length (padding changes this "
-                        "model's outputs)" if full
-                        else "to the longest row of the batch"),
+            "padding": padding,
         }
     entry = {
         "kind": kind,
@@ -312,9 +312,7 @@ def _tflite_tokenizer_metadata(classifier):
                 if kind == "wordpiece"
                 else ["TFText>FastSentencepieceTokenize"]),
         "op_resolver": "tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS",
-        "padding": ("to the sequence length (padding changes this "
-                    "model's outputs)" if full
-                    else "to the longest row of the batch"),
+        "padding": padding,
     }
     if kind == "wordpiece":
         entry["lower_case_nfd_strip_accents"] = bool(
@@ -335,6 +333,8 @@ SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
     serve = tf.saved_model.load("saved_model").signatures["serving_default"]
     print(serve({call_args})["probabilities"])
 
+"""
+_TEXT_TFLITE = """\
 TFLite (`model_*.tflite`), from raw strings, with TF Text's TFLite kernels:
 
     import numpy as np, tensorflow_text as tf_text
@@ -350,21 +350,7 @@ accents when it lower-cases; a Keras model whose tokenizer keeps them gets
 other token ids for accented words. export_report.json gives the share of
 test texts on which both agree (tokenization_agreement).
 """
-
-
-_TOKEN_ID_README = """\
-# Exported model
-
-Inputs: {inputs} (string tensors [N]). Outputs: probabilities (float32
-[N, {num_classes}]), label_ids (int64 [N]), labels (string [N]).
-Labels in id order: {labels}.
-
-SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
-
-    import tensorflow as tf, tensorflow_text  # registers the tokenizer ops
-    serve = tf.saved_model.load("saved_model").signatures["serving_default"]
-    print(serve({call_args})["probabilities"])
-
+_TOKEN_ID_TFLITE = """\
 TFLite (`model_*.tflite`), from token ids: byte-level BPE has no TFLite
 kernel, so the texts are tokenized and packed outside the model, by the
 files in `tokenizer/` (a keras-hub preprocessor preset; its
@@ -383,34 +369,25 @@ Inputs {token_inputs}: int32 [N, L], L up to {sequence_length}, padded
 
 def _write_readme(folder, metadata):
     inputs = metadata["inputs"]
+    text = _README.format(
+        inputs=", ".join(inputs),
+        num_classes=len(metadata["label_names"]),
+        labels=", ".join(metadata["label_names"]),
+        call_args=", ".join(f'{n}=tf.constant(["a fine film"])' for n in inputs),
+    )
     tokenizer = metadata.get("tflite_tokenizer") or {}
     if tokenizer.get("inputs") == "token_ids":
         names = list(tokenizer["tflite_inputs"])
-        text = _TOKEN_ID_README.format(
-            inputs=", ".join(inputs),
-            num_classes=len(metadata["label_names"]),
-            labels=", ".join(metadata["label_names"]),
-            call_args=", ".join(
-                f'{n}=tf.constant(["a fine film"])' for n in inputs),
+        text += _TOKEN_ID_TFLITE.format(
             token_inputs=", ".join(names),
             sequence_length=metadata["sequence_length"],
             padding=tokenizer["padding"],
             np_token_args=", ".join(
                 f'{n}=np.asarray(x["{n}"], np.int32)' for n in names),
         )
-        with open(os.path.join(folder, "README.md"), "w",
-                  encoding="utf-8") as f:
-            f.write(text)
-        return
-    text = _README.format(
-        inputs=", ".join(inputs),
-        num_classes=len(metadata["label_names"]),
-        labels=", ".join(metadata["label_names"]),
-        call_args=", ".join(f'{n}=tf.constant(["a fine film"])' for n in inputs),
-        np_args=", ".join(
-            f'{n}=np.array(["a fine film"], dtype=object)' for n in inputs
-        ),
-    )
+    else:
+        text += _TEXT_TFLITE.format(np_args=", ".join(
+            f'{n}=np.array(["a fine film"], dtype=object)' for n in inputs))
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(text)
 
