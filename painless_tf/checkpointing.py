@@ -63,7 +63,9 @@ class Position:
     `epoch` and `batch` count from 0; `batch` is the index within the epoch's
     planned order (skipped batches keep their index). `updates` is the
     optimizer's iteration count, `steps` the batches consumed (they differ by
-    the updates skipped for non-finite gradients).
+    the updates skipped for non-finite gradients). `selection` is the
+    state of the best-model selection (`selection.Record.to_dict()`), None
+    before the first validation.
     """
 
     epoch: int = 0
@@ -73,6 +75,7 @@ class Position:
     skipped: tuple[tuple[int, int], ...] = ()
     rollbacks: int = 0
     learning_rate_multiplier: float = 1.0
+    selection: dict | None = None
 
     def describe(self):
         return (
@@ -278,8 +281,10 @@ class CheckpointManager:
             raise self._none_usable(problems)
         return None
 
-    def restore_latest(self):
+    def restore_latest(self, *, updates=None):
         """Restores the newest usable checkpoint; returns its `Position`.
+
+        With `updates`, only the checkpoint of that update count is tried.
 
         All or nothing: a checkpoint is compared with what this state would
         write (every key, shape and dtype) before any variable is assigned.
@@ -289,7 +294,9 @@ class CheckpointManager:
         usable.
         """
         problems = []
-        for folder in self.complete():
+        folders = [f for f in self.complete() if updates is None
+                   or os.path.basename(f) == f"update-{updates:09d}"]
+        for folder in folders:
             manifest, problem = _verified_manifest(folder)
             if manifest is None:
                 problems.append(f"{os.path.basename(folder)}: {problem}")

@@ -15,6 +15,8 @@ from painless_tf import optimization
 from painless_tf.plan import AUTO
 from painless_tf.plan import PRECISIONS
 from painless_tf.plan import STRATEGIES
+from painless_tf.plan.selection_choice import CLASS_WEIGHTS
+from painless_tf.plan.selection_choice import SELECTION_METRICS
 
 # Updates of the LR range test behind learning_rate="auto".
 DEFAULT_RANGE_TEST_STEPS = lr_finder.RangeTestOptions().num_steps
@@ -156,6 +158,25 @@ class RunConfig:
         parse="number_or_auto")
     nesterov: bool = _field(
         False, "plan", "bool", "Nesterov momentum (--optimizer=sgd only).")
+    class_weights: str = _field(
+        AUTO, "plan", "enum",
+        "Weight each training example's loss by its class: balanced is "
+        "n / (K x count) (auto: balanced when the largest class has more "
+        "than 3x the examples of the smallest, else none).",
+        choices=list(CLASS_WEIGHTS))
+    selection_metric: str = _field(
+        AUTO, "plan", "enum",
+        "Validation metric whose best value picks the weights kept (auto: "
+        "macro_f1 when the classes are skewed, else accuracy).",
+        choices=list(SELECTION_METRICS))
+    eval_every_updates: int | str = _field(
+        AUTO, "plan", "string",
+        "Also validate every N updates within epochs; 0: at epoch ends only "
+        "(auto: 4 times per epoch on epochs of more than 1,000 updates).")
+    early_stopping_patience: int | str = _field(
+        AUTO, "plan", "string",
+        "Stop after this many validations without improvement of "
+        "--selection_metric; 0: never (auto: 2).")
 
     def __post_init__(self):
         if self.epochs < 1:

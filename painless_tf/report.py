@@ -33,6 +33,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from painless_tf import atomic
+from painless_tf import selection
 from painless_tf.plan import Plan
 
 # Metrics shown first, in this order; the rest of metrics.json follows.
@@ -170,8 +171,11 @@ def _summary_section(metrics):
         f"{_format_metric(k, metrics[k])}</td></tr>"
         for k in keys
     )
+    kept = selection.kept_line(metrics)
     body = (
-        f'<div class="cards">{cards}</div>'
+        (f'<p class="kept">{html.escape(kept[0].upper() + kept[1:])}.</p>'
+         if kept else "")
+        + f'<div class="cards">{cards}</div>'
         f'<table class="metrics"><tr><th>metric (metrics.json)</th>'
         f"<th>value</th></tr>{rows}</table>"
     )

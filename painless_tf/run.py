@@ -30,6 +30,7 @@ from painless_tf import faults
 from painless_tf import flops
 from painless_tf import freezing
 from painless_tf import hardware
+from painless_tf import imbalance
 from painless_tf import lr_finder
 from painless_tf import memory
 from painless_tf import model_dir as model_dir_lib
@@ -40,6 +41,7 @@ from painless_tf import pipeline
 from painless_tf import plan as plan_lib
 from painless_tf import precision
 from painless_tf import report
+from painless_tf import selection
 from painless_tf import trainers
 
 AUTO = plan_lib.AUTO
@@ -190,6 +192,11 @@ def prepare(config, *, environment=None, recorded=None):
         learning_rate_probe=rate_probe,
         recorded=recorded,
         fixed_length=info.fixed_length,
+        class_counts=np.bincount(tokenized["train"].labels, minlength=num_classes),
+        class_weights=config.class_weights,
+        selection_metric=config.selection_metric,
+        eval_every_updates=config.eval_every_updates,
+        early_stopping_patience=config.early_stopping_patience,
     )
     return Prepared(
         config=config,
@@ -300,7 +307,8 @@ def build_trainer(prepared, strategy):
         )
         trainer = trainers.for_plan(
             classifier, plan, learning_rate=schedule,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                     imbalance.MacroF1(len(prepared.splits.vocab))],
         )
         trainer.trainable_stages = stages
         trainer.learning_rate_schedule = schedule
@@ -420,6 +428,10 @@ def _outputs(plan):
 def _epoch_dataset(prepared, strategy, epoch, start_batch, skipped):
     """The rest of one epoch, without the batches rollbacks skipped."""
     plan = prepared.plan
+    batches = [
+        b for b in range(start_batch, plan.steps_per_epoch)
+        if (epoch, b) not in skipped
+    ]
 
     def make_slice(num_slices, index):
         dataset = pipeline.make_dataset(
@@ -433,20 +445,14 @@ def _epoch_dataset(prepared, strategy, epoch, start_batch, skipped):
             num_workers=num_slices,
             worker_index=index,
         )
-        return _without_skipped(dataset, plan, epoch, start_batch, skipped)
+        dataset = _without_skipped(dataset, plan, epoch, start_batch, skipped,
+                                   batches)
+        return imbalance.weighted_by_class(dataset, plan.class_weights)
 
-    batches = [
-        b for b in range(start_batch, plan.steps_per_epoch)
-        if (epoch, b) not in skipped
-    ]
     return distribution.distribute_batches(strategy, make_slice), batches
 
 
-def _without_skipped(dataset, plan, epoch, start_batch, skipped):
-    batches = [
-        b for b in range(start_batch, plan.steps_per_epoch)
-        if (epoch, b) not in skipped
-    ]
+def _without_skipped(dataset, plan, epoch, start_batch, skipped, batches):
     inject = faults.nan_batch()
     if len(batches) < plan.steps_per_epoch - start_batch or inject:
         keep = tf.constant(
@@ -638,7 +644,9 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
             preemption=preemption,
             nan_guard=nan_guard,
         )
-        while position.epoch < plan.epochs:
+        keeper = selection.keeper(trainer, plan, checkpoint_dir, saver=saver,
+                                  validation=evaluation["validation"])
+        while position.epoch < plan.epochs and not selection.stopped(position):
             epoch = position.epoch
             if trainer.trainable_stages:
                 logging.info("epoch %d trains %s", epoch + 1,
@@ -649,6 +657,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
                 prepared, strategy, epoch, position.batch, skipped
             )
             saver.start_segment(position, epoch, batches)
+            keeper.start_segment(position, epoch, batches)
             epoch_plan = pipeline.plan_batches(
                 lengths, global_batch_size=plan.global_batch_size,
                 buckets=plan.bucket_boundaries, training=True,
@@ -665,7 +674,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
                 initial_epoch=epoch,
                 epochs=epoch + 1,
                 steps_per_epoch=len(batches),
-                callbacks=[nan_guard, saver, *monitoring, *callbacks],
+                callbacks=[nan_guard, keeper, saver, *monitoring, *callbacks],
                 verbose=0,
             )
             fit_seconds += time.perf_counter() - start
@@ -687,8 +696,9 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
                 owner.write_progress({"fit_seconds": fit_seconds,
                                       "history": history, "summary": summary})
 
+    kept = keeper.restore_best(position)  # evaluated and saved, not the last
     return _finish(prepared, trainer, evaluation, history, fit_seconds,
-                   clock, owner=owner, summary=summary)
+                   clock, owner=owner, summary={**summary, **kept})
 
 
 def _trained(summary):

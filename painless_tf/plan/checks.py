@@ -111,5 +111,5 @@ def _format_value(value):
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(_format_value(v) for v in value) or "-"
     return str(value)

@@ -36,6 +36,10 @@ from painless_tf.plan.precision_choice import _decide_precision
 from painless_tf.plan.probe_cache import _ProbeCache
 from painless_tf.plan.probe_cache import default_cache_dir
 from painless_tf.plan.record import Plan
+from painless_tf.plan.selection_choice import _decide_class_weights
+from painless_tf.plan.selection_choice import _decide_eval_every
+from painless_tf.plan.selection_choice import _decide_patience
+from painless_tf.plan.selection_choice import _decide_selection_metric
 from painless_tf.plan.strategy_choice import _decide_fused_update
 from painless_tf.plan.strategy_choice import _decide_global_batch
 from painless_tf.plan.strategy_choice import _decide_strategy
@@ -100,6 +104,11 @@ def make_plan(
     learning_rate_probe: "LearningRateProbe | None" = None,
     recorded: "Plan | None" = None,
     fixed_length: bool = False,
+    class_counts: Sequence[int] | None = None,
+    class_weights: str = AUTO,
+    selection_metric: str = AUTO,
+    eval_every_updates: int | str = AUTO,
+    early_stopping_patience: int | str = AUTO,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -171,6 +180,17 @@ def make_plan(
         fixed_length: bool. The model's outputs change with the padding
             (`models.describe(...).fixed_length`: F-Net, RoFormer-v2): one
             bucket, the sequence length, so it trains as it predicts.
+        class_counts: Sequence[int] | None. Training examples per class
+            id: skewed classes get class weights and macro-F1 selection.
+        class_weights: str. "auto" (balanced weights when the classes are
+            skewed), "none" or "balanced".
+        selection_metric: str. "auto" (macro_f1 on skewed classes, else
+            accuracy), "accuracy", "macro_f1" or "loss".
+        eval_every_updates: int | "auto". Also validate every N updates
+            within epochs (0: at epoch ends only); "auto" does so on epochs
+            longer than 1,000 updates, 4 times each.
+        early_stopping_patience: int | "auto". Validations without
+            improvement before training stops (0: never); "auto" is 2.
 
     Returns:
         The `Plan`.
@@ -339,6 +359,15 @@ def make_plan(
         trainable_layers, unfreeze, num_layers, epochs
     )
 
+    class_weights, reasons["class_weights"] = _decide_class_weights(
+        class_weights, class_counts)
+    selection_metric, reasons["selection_metric"] = _decide_selection_metric(
+        selection_metric, class_counts)
+    eval_every_updates, reasons["eval_every_updates"] = _decide_eval_every(
+        eval_every_updates, steps_per_epoch)
+    early_stopping_patience, reasons["early_stopping_patience"] = (
+        _decide_patience(early_stopping_patience))
+
     plan = Plan(
         strategy=strategy,
         num_replicas=num_replicas,
@@ -365,6 +394,10 @@ def make_plan(
         seed=int(seed),
         trainable_layers=trainable_layers,
         unfreeze=unfreeze,
+        class_weights=class_weights,
+        selection_metric=selection_metric,
+        eval_every_updates=eval_every_updates,
+        early_stopping_patience=early_stopping_patience,
         reasons=reasons,
     )
     if not rate_is_auto:

@@ -53,6 +53,10 @@ _DECISIONS = (
     "trainable_layers",
     "unfreeze",
     "seed",
+    "class_weights",
+    "selection_metric",
+    "eval_every_updates",
+    "early_stopping_patience",
 )
 
 
@@ -98,6 +102,16 @@ class Plan:
         unfreeze: str. "none", or "gradual": one more layer per epoch.
         fused_update: bool. Whether the optimizer update is one
             XLA-compiled function (one device only; `engine.Trainer`).
+        class_weights: tuple[float, ...] | None. The training loss weight
+            of each class (mean 1 over the training examples), or None:
+            every example weighs 1 (`selection_choice`).
+        selection_metric: str. The validation metric (its name in the
+            logs without `val_`, e.g. "macro_f1") whose best value decides
+            the weights kept (`painless_tf.selection`).
+        eval_every_updates: int. Also validate every N updates within
+            epochs; 0: at epoch ends only.
+        early_stopping_patience: int. Validations without improvement of
+            `selection_metric` before training stops; 0: never.
         lr_range_test: Mapping. The LR range test behind an automatic
             learning rate (`lr_finder.RangeTestResult.to_dict()`); empty
             when the rate was not searched.
@@ -139,6 +153,11 @@ class Plan:
     unfreeze: str = "none"
     # A plan written before this field runs unfused, as every strategy can.
     fused_update: bool = False
+    # A plan written before these fields kept the last weights.
+    class_weights: tuple[float, ...] | None = None
+    selection_metric: str = "accuracy"
+    eval_every_updates: int = 0
+    early_stopping_patience: int = 0
     lr_range_test: Mapping = dataclasses.field(default_factory=dict)
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -147,6 +166,9 @@ class Plan:
             self, "bucket_boundaries", tuple(int(b) for b in self.bucket_boundaries)
         )
         object.__setattr__(self, "reasons", types.MappingProxyType(dict(self.reasons)))
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights",
+                               tuple(float(w) for w in self.class_weights))
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -234,6 +256,8 @@ class Plan:
         result["bucket_boundaries"] = list(self.bucket_boundaries)
         result["reasons"] = dict(self.reasons)
         result["lr_range_test"] = dict(self.lr_range_test)
+        if self.class_weights is not None:
+            result["class_weights"] = list(self.class_weights)
         return result
 
     @classmethod
