@@ -9,7 +9,8 @@ dictionary lookup:
   the N-th (1-based) occurrence of EVENT: `batch_begin` (before an update's
   micro-batches), `batch_end` (after an update, before any checkpoint of
   it), `checkpoint_write` (checkpoint files written, not yet renamed into
-  place), `validation` (during the epoch-end evaluation), `model_save`
+  place), `validation` (during a validation: at an epoch end, or within
+  an epoch with `--eval_every_updates`), `model_save`
   (the final model written to its staging folder, not yet renamed).
 """
 

@@ -25,6 +25,7 @@ import os
 import keras
 
 from painless_tf import checkpointing
+from painless_tf import faults
 
 # Metric names (without "val_") and their better direction. A name not
 # listed is "min" when one of its words is in `_SMALLER_IS_BETTER`.
@@ -145,6 +146,7 @@ def evaluate_keeping_metrics(model, data):
     """`model.evaluate(data)` in the middle of an epoch: the training
     metrics accumulated so far are put back afterwards (evaluate resets
     the metrics it shares with training). Returns the logs, `val_` keys."""
+    faults.maybe_kill("validation")
     variables = [v for m in model.metrics for v in m.variables]
     values = [v.numpy() for v in variables]
     logs = model.evaluate(data, verbose=0, return_dict=True)

@@ -241,6 +241,33 @@ def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
     assert result["optimizer_updates"] == planned_updates(model_dir) - 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["validation:2", "batch_begin:7"])
+def test_a_killed_run_keeps_the_same_best_weights_and_stops_alike(
+        setup, tmp_path, kill_at):
+    # Validations every 2 updates, patience 1: the weights kept, where they
+    # were, and the update training stopped at equal an uninterrupted run's.
+    _, preset, train, _ = setup
+    args = setup_args(preset, train) + ["--eval_every_updates=2",
+                                        "--early_stopping_patience=1"]
+    reference = str(tmp_path / "reference")
+    assert finetune(args, reference).returncode == 0
+    model_dir = str(tmp_path / "run")
+    killed = finetune(args, model_dir, env={"PAINLESS_TF_KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = finetune(args, model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got, want = metrics(model_dir), metrics(reference)
+    for key in ("best_value", "best_epoch", "best_update", "validations",
+                "stopped_early", "stopped_epoch", "optimizer_updates",
+                "validation_accuracy", "test_accuracy"):
+        assert got[key] == want[key], key
+    assert want["validations"] >= 2
+    diff = max(float(np.max(np.abs(a - b)))
+               for a, b in zip(weights(model_dir), weights(reference)))
+    assert diff <= 1e-6, diff
+
+
 # Library-level checks of the restore and the signature (no subprocess).
 
 
