@@ -15,6 +15,8 @@ Layout of `<model_dir>/checkpoints/`::
         state.index, state.data-00000-of-00001   (tf.train.Checkpoint)
     .partial-.../                a write in progress or killed (ignored,
                                  removed at the next start)
+    best/update-000000120/       the best validation's weights
+                                 (`selection.py`), written the same way
 
 A checkpoint is written into a `.partial-` folder, every file fsync'ed and
 listed with its sha256 in the manifest, and only then renamed into place: a

@@ -170,6 +170,38 @@ def test_macro_f1_under_two_replicas_equals_the_evaluation_report():
     assert logs["macro_f1"] == pytest.approx(want, abs=1e-6)
 
 
+def test_a_mid_epoch_validation_leaves_the_training_logs_alone():
+    # Under 2 replicas: the epoch's training loss and metrics are those of a
+    # run without the validation in the middle.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.integers(0, 3, 32).astype("int32")
+    w = np.ones(32, "float32")
+    seen = []
+
+    class Validate(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step == 1:
+                seen.append(selection.evaluate_keeping_metrics(
+                    self.model, tiny.dataset(x[:8], y[:8], w[:8], 8)))
+
+    def fit(callbacks):
+        keras.utils.set_random_seed(3)
+        with tiny.mirrored().scope():
+            model = keras.Sequential([keras.Input((4,)),
+                                      keras.layers.Dense(3)])
+            trainer = Trainer(model)
+            trainer.compile(optimizer="sgd",
+                            weighted_metrics=[imbalance.MacroF1(3)])
+        return trainer.fit(tiny.dataset(x, y, w, 8), epochs=1, verbose=0,
+                           callbacks=callbacks).history
+
+    plain, validated = fit([]), fit([Validate()])
+    assert set(seen[0]) == {"val_loss", "val_macro_f1"}
+    for key in ("loss", "macro_f1"):
+        assert validated[key][0] == pytest.approx(plain[key][0], abs=1e-6)
+
+
 def test_class_weighted_accumulated_updates_equal_one_big_batch():
     # Class weights on top of filler rows (weight 0), 2 replicas x 2
     # micro-batches against one device and one batch.
@@ -262,6 +294,7 @@ def uninterrupted(files):
     return prepared, metrics
 
 
+@pytest.mark.slow
 def test_the_best_validation_is_restored_and_saved(uninterrupted):
     prepared, metrics = uninterrupted
     plan = prepared.plan
