@@ -60,6 +60,7 @@ private helpers are imported from the submodule that holds them.
 
 from painless_tf.plan.checks import AUTO
 from painless_tf.plan.checks import PlanError
+from painless_tf.plan.length_choice import NO_LIMIT_LENGTH
 from painless_tf.plan.length_choice import LengthChoice
 from painless_tf.plan.length_choice import choose_length
 from painless_tf.plan.micro_batch_choice import FitsProbe
@@ -86,6 +87,7 @@ __all__ = [
     "LearningRateProbe",
     "LengthChoice",
     "ModelDims",
+    "NO_LIMIT_LENGTH",
     "PRECISIONS",
     "Plan",
     "PlanError",
