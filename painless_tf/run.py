@@ -121,7 +121,6 @@ def prepare(config, *, environment=None, recorded=None):
     tokenizer = models.load_tokenizer(model_path)
     info = models.describe(model_path)
     tokenized, length = _tokenize_splits(config, splits, tokenizer, info)
-    max_length = length.max_sequence_length
     longest = max(
         int(np.max(tokenized[name].lengths, initial=0))
         for name in ("validation", "test")
@@ -168,7 +167,7 @@ def prepare(config, *, environment=None, recorded=None):
         num_layers=info.num_layers,
         precision_probe=probe,
         fits_probe=fits,
-        probe_key=_probe_key(model_path, max_length),
+        probe_key=_probe_key(model_path, length.max_sequence_length),
         train_lengths=tokenized["train"].lengths,
         longest_text=longest,
         learning_rate_probe=rate_probe,
@@ -187,38 +186,29 @@ def prepare(config, *, environment=None, recorded=None):
 
 
 def _tokenize_splits(config, splits, tokenizer, info):
-    """Tokenizes every split once (to the model limit, or to the length
-    set by the user), chooses the length from the training texts'
-    untruncated lengths (`plan.choose_length`), and packs every split at it.
-
-    Returns:
-        (split name -> `pipeline.TokenizedExamples`, `plan.LengthChoice`).
-    """
+    """Tokenizes every split once, chooses the length from the training
+    texts' untruncated lengths (`plan.choose_length`) and packs every split
+    at it: (split name -> `TokenizedExamples`, `plan.LengthChoice`)."""
     requested = config.max_sequence_length
-    if requested != AUTO:
-        requested = int(requested)
-    keep = (info.max_sequence_length or plan_lib.NO_LIMIT_LENGTH
-            if requested == AUTO else requested)
-    if info.max_sequence_length and keep > info.max_sequence_length:
-        raise ValueError(
-            f"--max_sequence_length={keep} exceeds what --model="
-            f"{config.model} supports ({info.max_sequence_length}). Pass "
-            f"--max_sequence_length={info.max_sequence_length} or less.")
+    requested = requested if requested == AUTO else int(requested)
+    # A length the model cannot take fails here, before any tokenizing.
+    keep = plan_lib.choose_length(
+        requested, None, model_limit=info.max_sequence_length
+    ).max_sequence_length if requested != AUTO else (
+        info.max_sequence_length or plan_lib.NO_LIMIT_LENGTH)
     texts = {name: packing.tokenize_texts(getattr(splits, name), tokenizer,
                                           keep=keep)
              for name in ("train", "validation", "test")}
+    train = texts["train"]
     length = plan_lib.choose_length(
-        requested, texts["train"].full_lengths,
-        model_limit=info.max_sequence_length, truncation=config.truncation,
-        num_text_columns=texts["train"].num_columns,
-        num_special_tokens=texts["train"].num_special_tokens,
+        requested, train.full_lengths, model_limit=info.max_sequence_length,
+        truncation=config.truncation, num_text_columns=train.num_columns,
+        num_special_tokens=train.num_special_tokens,
         hidden_dim=info.hidden_dim)
     cut = truncation_lib.Truncation(length.truncation, length.truncation_head)
     return {name: pipeline.from_text_tokens(
-                tokens, tokenizer,
-                max_sequence_length=length.max_sequence_length,
-                truncation=cut)
-            for name, tokens in texts.items()}, length
+        tokens, tokenizer, max_sequence_length=length.max_sequence_length,
+        truncation=cut) for name, tokens in texts.items()}, length
 
 
 def _range_test(plan, *, config, model_path, num_classes, train):
