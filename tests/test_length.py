@@ -1,5 +1,6 @@
 """The sequence length chosen from the data, and the head+tail cut."""
 
+import doctest
 import json
 
 import keras_hub
@@ -19,6 +20,7 @@ from painless_tf.export import tflite_graph
 from painless_tf.plan import Plan
 from painless_tf.plan import PlanError
 from painless_tf.plan import choose_length
+from painless_tf.plan import length_choice
 from painless_tf.plan import make_plan
 
 _HEAD_TAIL = truncation.Truncation("head+tail", head=2)
@@ -306,3 +308,9 @@ def test_every_reader_cuts_as_the_plan_says(tmp_path):
         2, tiny.VOCAB.index("good"), tiny.VOCAB.index("fun"), 3]
     with open(model_dir / "plan.json") as f:
         assert json.load(f)["truncation"] == "head+tail"
+
+
+@pytest.mark.parametrize("module", [truncation, packing, length_choice])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0
