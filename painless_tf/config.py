@@ -12,6 +12,7 @@ import dataclasses
 from painless_tf import freezing
 from painless_tf import lr_finder
 from painless_tf import optimization
+from painless_tf import truncation as truncation_lib
 from painless_tf.plan import AUTO
 from painless_tf.plan import PRECISIONS
 from painless_tf.plan import STRATEGIES
@@ -121,7 +122,14 @@ class RunConfig:
         "from --trainable_layers (from the head alone when 'all').",
         choices=list(freezing.UNFREEZE_MODES))
     max_sequence_length: int | str = _field(
-        AUTO, "plan", "string", "Tokens per example at most (auto: 128).")
+        AUTO, "plan", "string",
+        "Tokens per example at most (auto: the shortest multiple of 8 that "
+        "holds 99% of the training texts, up to the model's limit).")
+    truncation: str = _field(
+        AUTO, "plan", "enum",
+        "How a longer text is cut (auto: head+tail, the first L/4 tokens "
+        "and the last ones; sentence pairs: round robin).",
+        choices=list(truncation_lib.CHOICES))
     seed: int = _field(0, "plan", "integer",
                        "Seed of data order and initialization.")
     strategy: str = _field(

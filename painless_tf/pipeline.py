@@ -52,7 +52,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from painless_tf import models
+from painless_tf import packing
+from painless_tf import truncation as truncation_lib
 # The batch plan lives in `batching`; these names stay importable from here.
 from painless_tf.batching import BatchPlan  # noqa: F401
 from painless_tf.batching import _check_plan_args  # noqa: F401
@@ -61,14 +62,14 @@ from painless_tf.batching import padding_fraction  # noqa: F401
 from painless_tf.batching import plan_batches
 from painless_tf.batching import restore_order  # noqa: F401
 from painless_tf.batching import steps_per_epoch
+# The family's packer lives in `packing`; these names stay importable here.
+from painless_tf.packing import _num_special_tokens
+from painless_tf.packing import _preprocessor_class  # noqa: F401
+from painless_tf.packing import family_packer
 
-# Texts per tokenizer call; large enough to amortize the per-call overhead of
-# the tokenizer ops, small enough that the padded packer output stays small
-# (1024 x 512 int32 = 2 MiB).
-_TOKENIZE_BATCH_SIZE = 1024
 # Bumped whenever the layout of the cache file or the text normalization
-# (`models.normalize_text`) changes.
-_CACHE_VERSION = 2
+# (`models.normalize_text`) changes; 3 added the untruncated lengths.
+_CACHE_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -90,6 +91,9 @@ class TokenizedExamples:
         sep_token_id: int. Id of the end token (`[SEP]`, RoBERTa's `</s>`).
         pad_token_id: int. Id of the padding token.
         max_sequence_length: int. The length examples were truncated to.
+        full_lengths: np.ndarray or None. int32 [num_examples], tokens per
+            example before truncation, special tokens included; None where
+            unknown.
 
     Examples:
 
@@ -112,6 +116,7 @@ class TokenizedExamples:
     sep_token_id: int
     pad_token_id: int
     max_sequence_length: int
+    full_lengths: np.ndarray | None = None
 
     def __post_init__(self):
         total = int(np.sum(self.lengths, dtype=np.int64))
@@ -154,6 +159,7 @@ def tokenize(
     tokenizer,
     *,
     max_sequence_length: int,
+    truncation: truncation_lib.Truncation | None = None,
     labels=None,
     cache_path: str | None = None,
 ) -> TokenizedExamples:
@@ -162,9 +168,13 @@ def tokenize(
     Tokenization runs inside `tf.data` with the keras-hub tokenizer, and
     packing is the model family's own `keras_hub.layers.MultiSegmentPacker`
     (`family_packer`): `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` for BERT,
-    `<s> a </s></s> b </s>` for RoBERTa, segment ids 0/1, "round_robin"
-    truncation to `max_sequence_length`. The result is
-    materialized once as numpy, so later epochs never tokenize again.
+    `<s> a </s></s> b </s>` for RoBERTa, segment ids 0/1. A longer text
+    is cut to `max_sequence_length` as `truncation` says (its head, or its
+    head and tail; `painless_tf.truncation`), sentence pairs round robin
+    as keras-hub's packer does. The result is materialized once as numpy,
+    so later epochs never tokenize again. (`packing.tokenize_texts` and
+    `from_text_tokens` do the same in two steps, to choose the length in
+    between.)
 
     Args:
         examples: the texts. Either an object with `.texts` (a tuple of text
@@ -176,11 +186,13 @@ def tokenize(
             have `start_token_id`, `end_token_id` and `pad_token_id`.
         max_sequence_length: int. Longest packed example, special tokens
             included; longer ones are truncated.
+        truncation: `truncation.Truncation` or None. How a longer single
+            text is cut; None keeps its head.
         labels: array-like or None. int labels [n]; overrides
             `examples.labels`. None (with no `.labels`) for prediction.
         cache_path: str or None. A `.npz` file. When it exists and was made
-            from the same texts, labels, tokenizer and `max_sequence_length`,
-            it is loaded instead of tokenizing; otherwise it is (re)written
+            from the same texts, labels, tokenizer, `max_sequence_length`
+            and `truncation`, it is loaded instead of tokenizing; otherwise it is (re)written
             atomically after tokenizing.
 
     Returns:
@@ -196,23 +208,8 @@ def tokenize(
     >>> t.token_ids.tolist(), t.lengths.tolist()
     ([2, 5, 6, 7, 3, 2, 8, 3], [5, 3])
     """
-    columns, found_labels = _columns_and_labels(examples)
-    if labels is None:
-        labels = found_labels
+    columns, labels = packing.checked_columns_and_labels(examples, labels)
     num_examples = len(columns[0])
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (num_examples,):
-            raise ValueError(
-                f"`labels` must have one entry per text ({num_examples}). "
-                f"Received: labels.shape={labels.shape}."
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                "`labels` must be integer class ids. Received: "
-                f"dtype={labels.dtype}. Map label names to ids first."
-            )
-        labels = labels.astype(np.int32)
     packer = family_packer(tokenizer, max_sequence_length)
     num_special = _num_special_tokens(packer, len(columns))
     if not isinstance(max_sequence_length, int) or (
@@ -224,208 +221,89 @@ def tokenize(
             f"{len(columns)} text column(s), plus one text token). "
             f"Received: max_sequence_length={max_sequence_length!r}."
         )
-    special_ids = {
-        "cls_token_id": int(tokenizer.start_token_id),
-        "sep_token_id": int(tokenizer.end_token_id),
-        "pad_token_id": int(tokenizer.pad_token_id),
-    }
-
+    truncation = truncation or truncation_lib.Truncation()
     fingerprint = None
     if cache_path is not None:
         fingerprint = _fingerprint(
-            columns, labels, tokenizer, max_sequence_length
+            columns, labels, tokenizer, max_sequence_length, truncation
         )
         cached = _load_cache(cache_path, fingerprint)
         if cached is not None:
             return cached
 
     start = time.perf_counter()
-    token_ids, segment_ids, lengths = _tokenize_and_pack(
-        columns, tokenizer, packer, special_ids["pad_token_id"]
+    token_ids, segment_ids, lengths, full_lengths = _tokenize_and_pack(
+        columns, tokenizer, max_sequence_length, labels, truncation
     )
     logging.info(
         "tokenize: %d examples in %.2f s, %.1f tokens on average, %d at "
-        "the max_sequence_length=%d limit (maybe truncated)",
+        "the max_sequence_length=%d limit, %d truncated (%s)",
         num_examples,
         time.perf_counter() - start,
         float(np.mean(lengths)),
         int(np.sum(lengths == max_sequence_length)),
         max_sequence_length,
+        int(np.sum(full_lengths > max_sequence_length)),
+        truncation.kind if len(columns) == 1 else "round robin",
     )
-    result = TokenizedExamples(
-        token_ids=token_ids,
-        segment_ids=segment_ids,
-        lengths=lengths,
-        labels=labels,
-        max_sequence_length=max_sequence_length,
-        **special_ids,
-    )
+    result = _examples(tokenizer, token_ids, segment_ids, lengths,
+                       full_lengths, labels, max_sequence_length)
     if cache_path is not None:
         _save_cache(cache_path, fingerprint, result)
     return result
 
 
-def _columns_and_labels(examples):
-    """Returns (tuple of text columns, labels or None) from `examples`."""
-    labels = None
-    if hasattr(examples, "texts"):
-        labels = getattr(examples, "labels", None)
-        columns = examples.texts
-    elif isinstance(examples, (str, bytes)):
-        raise ValueError(
-            "`examples` must be a sequence of texts, not one string. "
-            f"Received: {examples[:40]!r}. Wrap it in a list."
-        )
-    elif not len(examples):
-        raise ValueError(
-            "`examples` holds no texts. Check the input file and filters."
-        )
-    elif isinstance(examples[0], str):
-        columns = (examples,)
-    else:
-        columns = examples
-    columns = tuple(columns)
-    if not columns or not 1 <= len(columns) <= 2:
-        raise ValueError(
-            "`examples` must have one text column, or two for sentence "
-            f"pairs. Received: {len(columns)} columns."
-        )
-    sizes = {len(column) for column in columns}
-    if len(sizes) != 1:
-        raise ValueError(
-            "All text columns must have the same number of rows. Received: "
-            f"{[len(column) for column in columns]}."
-        )
-    if not sizes.pop():
-        raise ValueError(
-            "`examples` holds no texts. Check the input file and filters."
-        )
-    for c, column in enumerate(columns):
-        for i, text in enumerate(column):
-            if not isinstance(text, str):
-                raise ValueError(
-                    f"Text column {c} row {i}: expected a string, got "
-                    f"{type(text).__name__} {text!r}. Convert or drop it "
-                    "before tokenizing."
-                )
-    return columns, labels
-
-
-def family_packer(tokenizer, sequence_length):
-    """The packer of the tokenizer's model family, as its preprocessor builds it.
-
-    Every keras-hub text classifier family names its tokenizer in its
-    `TextClassifierPreprocessor` subclass (`tokenizer_cls`); that class's
-    `build` makes the family's `MultiSegmentPacker`: `[CLS] a [SEP] b [SEP]`
-    for BERT, ALBERT, DeBERTa-v3, F-Net and RoFormer-v2, `<s> a </s></s> b
-    </s>` for RoBERTa and XLM-RoBERTa, with the family's pad id and
-    truncation. A tokenizer of no known family gets the generic
-    `TextClassifierPreprocessor`'s packer.
+def from_text_tokens(texts, tokenizer, *, max_sequence_length,
+                     truncation=None) -> TokenizedExamples:
+    """The `TokenizedExamples` of `packing.tokenize_texts` output, packed at
+    `max_sequence_length` and cut as `truncation` says, without tokenizing
+    again: equal to `tokenize` of the same texts.
 
     Args:
-        tokenizer: keras_hub tokenizer. Must define `start_token_id`,
-            `end_token_id` and `pad_token_id`.
-        sequence_length: int. Length the packer truncates and pads to.
+        texts: `packing.TextTokens`, made with `keep >= max_sequence_length`.
+        tokenizer: the keras_hub tokenizer `texts` was made with.
+        max_sequence_length: int. Longest packed example.
+        truncation: `truncation.Truncation` or None (keep the head).
 
     Returns:
-        A built `keras_hub.layers.MultiSegmentPacker`.
-
-    Raises:
-        ValueError: for a tokenizer without start, end or pad token.
-
-    Examples:
-
-    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]
-    >>> packer = family_packer(
-    ...     keras_hub.tokenizers.BertTokenizer(vocabulary=vocab), 8)
-    >>> packer.start_value, packer.end_value, packer.sep_value
-    ([2], [3], [3])
+        A `TokenizedExamples`.
     """
-    missing = [
-        name for name in ("start_token_id", "end_token_id", "pad_token_id")
-        if getattr(tokenizer, name, None) is None
-    ]
-    if missing:
-        raise ValueError(
-            f"The tokenizer ({type(tokenizer).__name__}) has no "
-            f"{', '.join(missing)}: a text classifier needs start, end and "
-            "padding tokens to pack texts. Pass a keras-hub text classifier "
-            "model (BERT, DistilBERT, ALBERT, DeBERTa-v3, F-Net, RoBERTa, "
-            "RoFormer-v2 or XLM-RoBERTa)."
-        )
-    preprocessor = _preprocessor_class(type(tokenizer))(
-        tokenizer=tokenizer, sequence_length=sequence_length
-    )
-    preprocessor.build(None)
-    return preprocessor.packer
+    packed = packing.pack(texts, tokenizer,
+                          max_sequence_length=max_sequence_length,
+                          truncation=truncation)
+    return _examples(tokenizer, *packed, texts.full_lengths, texts.labels,
+                     max_sequence_length)
 
 
-def _preprocessor_class(tokenizer_class):
-    """The `TextClassifierPreprocessor` subclass made for `tokenizer_class`,
-    or for its nearest base class; the generic one if none is."""
-    found = {}
-    pending = [keras_hub.models.TextClassifierPreprocessor]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        own = cls.__dict__.get("tokenizer_cls")
-        if own is not None:
-            found.setdefault(own, cls)
-    for base in tokenizer_class.__mro__:
-        if base in found:
-            return found[base]
-    return keras_hub.models.TextClassifierPreprocessor
-
-
-def _num_special_tokens(packer, num_segments):
-    def count(value):
-        return len(value) if isinstance(value, (list, tuple)) else 1
-
-    return (count(packer.start_value) + count(packer.end_value)
-            + count(packer.sep_value) * (num_segments - 1))
-
-
-def _tokenize_and_pack(columns, tokenizer, packer, pad_id):
-    """Runs tokenizer + packer in tf.data; returns flat numpy arrays."""
-    max_sequence_length = packer.sequence_length
-    positions = tf.range(1, max_sequence_length + 1)
-
-    def tokenize_and_pack(*texts):
-        segments = tuple(
-            tokenizer(models.normalize_text(tokenizer, text)) for text in texts
-        )
-        token_ids, segment_ids = packer(segments)
-        # The packer pads on the right and always ends the real tokens with
-        # [SEP], so the length is the last non-pad position. Counting
-        # non-pad tokens would break if a text itself spelled "[PAD]".
-        lengths = tf.reduce_max(
-            tf.where(token_ids != pad_id, positions[tf.newaxis, :], 0), axis=1
-        )
-        token_ids = tf.RaggedTensor.from_tensor(token_ids, lengths=lengths)
-        segment_ids = tf.RaggedTensor.from_tensor(segment_ids, lengths=lengths)
-        return token_ids.flat_values, segment_ids.flat_values, lengths
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(
-            tuple(np.asarray(column, dtype=object) for column in columns)
-        )
-        .batch(_TOKENIZE_BATCH_SIZE)
-        .map(tokenize_and_pack, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    token_ids, segment_ids, lengths = [], [], []
-    for batch_tokens, batch_segments, batch_lengths in dataset:
-        token_ids.append(batch_tokens.numpy().astype(np.int32))
-        segment_ids.append(batch_segments.numpy().astype(np.int8))
-        lengths.append(batch_lengths.numpy().astype(np.int32))
-    return (
-        np.concatenate(token_ids),
-        np.concatenate(segment_ids),
-        np.concatenate(lengths),
+def _examples(tokenizer, token_ids, segment_ids, lengths, full_lengths,
+              labels, max_sequence_length):
+    return TokenizedExamples(
+        token_ids=token_ids,
+        segment_ids=segment_ids,
+        lengths=lengths,
+        labels=labels,
+        cls_token_id=int(tokenizer.start_token_id),
+        sep_token_id=int(tokenizer.end_token_id),
+        pad_token_id=int(tokenizer.pad_token_id),
+        max_sequence_length=max_sequence_length,
+        full_lengths=full_lengths,
     )
 
 
-def _fingerprint(columns, labels, tokenizer, max_sequence_length):
+def _tokenize_and_pack(columns, tokenizer, max_sequence_length, labels,
+                       truncation):
+    """Tokenizes `columns` once and packs them; returns (token_ids,
+    segment_ids, lengths, full_lengths)."""
+    texts = packing.tokenize_texts(
+        columns, tokenizer, keep=max_sequence_length, labels=labels)
+    return (*packing.pack(texts, tokenizer,
+                          max_sequence_length=max_sequence_length,
+                          truncation=truncation),
+            texts.full_lengths)
+
+
+def _fingerprint(columns, labels, tokenizer, max_sequence_length,
+                 truncation):
     """sha256 of everything the tokenized arrays depend on."""
     digest = hashlib.sha256()
     config = {
@@ -440,6 +318,7 @@ def _fingerprint(columns, labels, tokenizer, max_sequence_length):
                 "tokenizer_class": type(tokenizer).__name__,
                 "tokenizer_config": config,
                 "max_sequence_length": max_sequence_length,
+                "truncation": [truncation.kind, truncation.head],
                 "num_columns": len(columns),
             },
             sort_keys=True,
@@ -481,6 +360,7 @@ def _load_cache(path, fingerprint):
                 sep_token_id=int(data["sep_token_id"]),
                 pad_token_id=int(data["pad_token_id"]),
                 max_sequence_length=int(data["max_sequence_length"]),
+                full_lengths=data["full_lengths"],
             )
     # Whatever else is at that path (another program's file, a cache from an
     # older layout) is only a cache: say so and rebuild it.
@@ -523,6 +403,7 @@ def _save_cache(path, fingerprint, tokenized):
                 sep_token_id=np.array(tokenized.sep_token_id),
                 pad_token_id=np.array(tokenized.pad_token_id),
                 max_sequence_length=np.array(tokenized.max_sequence_length),
+                full_lengths=tokenized.full_lengths,
             )
         os.replace(tmp_path, path)
     except BaseException:

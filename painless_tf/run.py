@@ -37,12 +37,14 @@ from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
 from painless_tf import monitoring as monitoring_lib
 from painless_tf import optimization
+from painless_tf import packing
 from painless_tf import pipeline
 from painless_tf import plan as plan_lib
 from painless_tf import precision
 from painless_tf import report
 from painless_tf import selection
 from painless_tf import trainers
+from painless_tf import truncation as truncation_lib
 
 AUTO = plan_lib.AUTO
 
@@ -120,26 +122,7 @@ def prepare(config, *, environment=None, recorded=None):
     )
     tokenizer = models.load_tokenizer(model_path)
     info = models.describe(model_path)
-    if config.max_sequence_length == AUTO:
-        max_length = min(
-            plan_lib.DEFAULT_MAX_SEQUENCE_LENGTH,
-            info.max_sequence_length or plan_lib.DEFAULT_MAX_SEQUENCE_LENGTH,
-        )
-    else:
-        max_length = int(config.max_sequence_length)
-        if info.max_sequence_length and max_length > info.max_sequence_length:
-            raise ValueError(
-                f"--max_sequence_length={max_length} exceeds what "
-                f"--model={config.model} supports "
-                f"({info.max_sequence_length}). Pass "
-                f"--max_sequence_length={info.max_sequence_length} or less."
-            )
-    tokenized = {
-        name: pipeline.tokenize(
-            getattr(splits, name), tokenizer, max_sequence_length=max_length
-        )
-        for name in ("train", "validation", "test")
-    }
+    tokenized, length = _tokenize_splits(config, splits, tokenizer, info)
     longest = max(
         int(np.max(tokenized[name].lengths, initial=0))
         for name in ("validation", "test")
@@ -186,7 +169,7 @@ def prepare(config, *, environment=None, recorded=None):
         num_layers=info.num_layers,
         precision_probe=probe,
         fits_probe=fits,
-        probe_key=_probe_key(model_path, max_length),
+        probe_key=_probe_key(model_path, length.max_sequence_length),
         train_lengths=tokenized["train"].lengths,
         longest_text=longest,
         learning_rate_probe=rate_probe,
@@ -197,6 +180,7 @@ def prepare(config, *, environment=None, recorded=None):
         selection_metric=config.selection_metric,
         eval_every_updates=config.eval_every_updates,
         early_stopping_patience=config.early_stopping_patience,
+        length_choice=length,
     )
     return Prepared(
         config=config,
@@ -206,6 +190,32 @@ def prepare(config, *, environment=None, recorded=None):
         environment=environment,
         model_path=model_path,
     )
+
+
+def _tokenize_splits(config, splits, tokenizer, info):
+    """Tokenizes every split once, chooses the length from the training
+    texts' untruncated lengths (`plan.choose_length`) and packs every split
+    at it: (split name -> `TokenizedExamples`, `plan.LengthChoice`)."""
+    requested = config.max_sequence_length
+    requested = requested if requested == AUTO else int(requested)
+    # A length the model cannot take fails here, before any tokenizing.
+    keep = plan_lib.choose_length(
+        requested, None, model_limit=info.max_sequence_length
+    ).max_sequence_length if requested != AUTO else (
+        info.max_sequence_length or plan_lib.NO_LIMIT_LENGTH)
+    texts = {name: packing.tokenize_texts(getattr(splits, name), tokenizer,
+                                          keep=keep)
+             for name in ("train", "validation", "test")}
+    train = texts["train"]
+    length = plan_lib.choose_length(
+        requested, train.full_lengths, model_limit=info.max_sequence_length,
+        truncation=config.truncation, num_text_columns=train.num_columns,
+        num_special_tokens=train.num_special_tokens,
+        hidden_dim=info.hidden_dim)
+    cut = truncation_lib.Truncation(length.truncation, length.truncation_head)
+    return {name: pipeline.from_text_tokens(
+        tokens, tokenizer, max_sequence_length=length.max_sequence_length,
+        truncation=cut) for name, tokens in texts.items()}, length
 
 
 def _range_test(plan, *, config, model_path, num_classes, train):

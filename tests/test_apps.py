@@ -163,3 +163,42 @@ def test_evaluate_app_on_the_finetune_output(tiny_run):
     assert sum(map(sum, evaluation["confusion_matrix"])) == 50
     assert "precision" in result.stdout and "confusion matrix" in result.stdout
     assert (root / "eval.html").exists()
+
+
+def test_predict_cuts_a_long_text_as_the_run_trained(tiny_run):
+    """The run's plan records head+tail; the predictor of evaluate and
+    predict cuts a long text the same way: its probabilities are the
+    model's on the pipeline's head+tail ids."""
+    import numpy as np
+    import tensorflow as tf
+
+    from painless_tf import export
+    from painless_tf import pipeline
+    from painless_tf import truncation
+
+    _, model_dir = tiny_run
+    plan = plan_lib.Plan.from_json(os.path.join(model_dir, "plan.json"))
+    assert (plan.truncation, plan.truncation_head, plan.truncation_tail) == (
+        "head+tail", 4, 10)
+    # Head-only keeps 4 neutral words and 10 negative ones; head+tail keeps
+    # the 4 neutral words and the last 10, all positive.
+    text = " ".join(["the movie the plot"] + ["awful"] * 10 + ["great"] * 10)
+    ids = [tiny.VOCAB.index(w) for w in text.split()]
+    cut = truncation.Truncation.of_plan(plan)
+    tokenized = pipeline.tokenize([text], tiny.tiny_tokenizer(),
+                                  max_sequence_length=16, truncation=cut)
+    assert tokenized.token_ids.tolist() == [2, *ids[:4], *ids[-10:], 3]
+    classifier, _ = export.reading._load_model_dir(model_dir)
+
+    def probabilities(token_ids):
+        x = {"token_ids": np.asarray([token_ids], np.int32),
+             "segment_ids": np.zeros((1, 16), np.int32),
+             "padding_mask": np.ones((1, 16), np.int32)}
+        return tf.nn.softmax(classifier(x, training=False)).numpy()
+
+    expected = probabilities(tokenized.token_ids)
+    predicted, names = export.load_predictor(model_dir)([text])
+    np.testing.assert_allclose(predicted, expected, atol=1e-6)
+    assert names[int(predicted.argmax())] == "pos"
+    head_only = probabilities([2, *ids[:14], 3])
+    assert names[int(head_only.argmax())] == "neg"

@@ -301,6 +301,77 @@ def test_sentence_pairs_export_matches_keras(tmp_path):
             predictor(texts)
 
 
+def test_head_and_tail_cut_in_every_artifact(tmp_path):
+    """A plan.json recording head+tail: the string .tflite graph cuts long
+    texts as the Keras predictor does, token for token, and the metadata
+    and README say so (the SavedModel's cut: tests/test_length.py)."""
+    from painless_tf import hardware
+    from painless_tf import plan as plan_lib
+    import tensorflow as tf
+
+    from painless_tf import truncation
+
+    model_dir = _write_model_dir(tmp_path / "cut", seed=4, train=False)
+    choice = plan_lib.choose_length("auto", [40], model_limit=16)
+    plan_lib.make_plan(
+        environment=hardware.Environment(), num_train_examples=1,
+        precision="float32", length_choice=choice,
+    ).to_json(os.path.join(model_dir, "plan.json"))
+    words = [w for w, _ in tiny.sentiment_rows(12, seed=5)]
+    texts = tuple([" ".join(["dull"] * 4 + ["bad"] * 10 + ["great"] * 10),
+                   " ".join(words), " ".join(reversed(words)), *words[:5]])
+    examples = data.Examples(texts=(texts,), labels=[1, 0] * 4,
+                             lines=tuple(range(2, 10)), source="inline")
+    report = export.export_model(
+        model_dir, test=examples,
+        options=export.ExportOptions(
+            formats=("tflite_float32",), latency_calls=1))
+    assert report["artifacts"]["tflite_float32"]["max_abs_prob_diff"] <= 1e-4
+    # The string graph's ids equal keras-hub's, head+tail cut, on all rows.
+    assert report["artifacts"]["tflite_float32"][
+        "tokenization_agreement"] == 1.0
+    folder = os.path.join(model_dir, "export")
+    with open(os.path.join(folder, export.METADATA_FILE)) as f:
+        assert json.load(f)["truncation"] == {
+            "kind": "head+tail", "head_tokens": 4, "tail_tokens": 10}
+    with open(os.path.join(folder, "README.md")) as f:
+        assert "keeps its first 4 and last 10 tokens" in f.read()
+    classifier, _ = export.reading._load_model_dir(model_dir)
+    assert truncation.attached(classifier.preprocessor) == (
+        truncation.Truncation("head+tail", 4))
+    ids = tflite_graph._tflite_tokenize_fn(classifier, 1)(
+        tf.constant(texts[:1]))["token_ids"].numpy()[0].tolist()
+    vocab = tiny.VOCAB
+    assert ids == [2, *[vocab.index("dull")] * 4,
+                   *[vocab.index("great")] * 10, 3]
+    reference, _ = export.load_predictor(model_dir)(list(texts))
+    got, _ = export.load_predictor(
+        os.path.join(folder, "model_float32.tflite"))(list(texts))
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+
+
+def test_token_id_packer_files_record_the_cut(tmp_path):
+    """RoBERTa's host packer (token-id .tflite files) reads the cut from
+    its packing.json."""
+    import families
+    from painless_tf import pipeline
+    from painless_tf import truncation
+    from painless_tf.export import token_ids
+
+    preset = families.write_preset("roberta", tmp_path / "model")
+    classifier = models.load_classifier(preset, num_classes=2)
+    cut = truncation.Truncation("head+tail", 4)
+    truncation.attach(classifier.preprocessor, cut)
+    folder = str(tmp_path / "tokenizer")
+    token_ids.write_tokenizer(classifier, preset, folder, full_width=False)
+    text = " ".join(families.corpus()[:4])
+    packed = token_ids.load_host_packer(folder)([text])
+    expected = pipeline.tokenize([text], classifier.preprocessor.tokenizer,
+                                 max_sequence_length=16, truncation=cut)
+    assert packed["token_ids"][0].tolist() == expected.token_ids.tolist()
+    assert expected.full_lengths[0] > 16
+
+
 @pytest.mark.parametrize("truncate", ["round_robin", "waterfall"])
 def test_tflite_packing_equals_keras_hub_packing(truncate):
     classifier = tiny.tiny_classifier(2)

@@ -817,8 +817,9 @@ def test_plan_checks_the_optimizer_fields():
 def test_sequence_length_and_buckets():
     plan = make_plan(environment=_cpu(), num_train_examples=10)
     assert plan.max_sequence_length == 128
+    # Without training lengths nothing is said to cover the data.
     assert plan.reasons["max_sequence_length"] == (
-        "covers the data; bucketing removes the padding cost"
+        "no training lengths: the default 128"
     )
     assert plan.bucket_boundaries == ()
     bucketed = make_plan(
@@ -989,7 +990,7 @@ def test_table_has_one_line_per_decision_with_its_reason():
         precision_probe=_Probe(float32=1.31, mixed_bfloat16=1.0),
     )
     lines = plan.table().splitlines()
-    assert len(lines) == 25  # 21, and the 4 of the weights kept
+    assert len(lines) == 26  # 21, the 4 of the weights kept, truncation
     assert [line.split()[0] for line in lines][:4] == [
         "strategy",
         "num_workers",

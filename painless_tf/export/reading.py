@@ -13,6 +13,7 @@ import warnings
 
 from painless_tf import data as data_lib
 from painless_tf import models
+from painless_tf import truncation as truncation_lib
 from painless_tf.export.formats import METADATA_FILE
 from painless_tf.export.formats import ExportError
 
@@ -55,6 +56,10 @@ def _load_model_dir(model_dir, quantize=None):
             "raw text cannot be tokenized. Save it again with "
             "models.save_classifier after attaching the preprocessor."
         )
+    # The cut of longer texts the run trained with, for every reader of
+    # this preprocessor (Keras predictor, SavedModel, .tflite graphs).
+    truncation_lib.attach(classifier.preprocessor,
+                          truncation_lib.recorded(model_dir))
     if quantize:
         _quantize_int8(classifier)
     return classifier, vocab

@@ -10,6 +10,8 @@ import keras
 import tensorflow as tf
 
 from painless_tf import models
+from painless_tf import truncation as truncation_lib
+from painless_tf.packing import _num_special_tokens
 from painless_tf.export.formats import INPUT_NAMES
 from painless_tf.export.formats import ExportError
 
@@ -28,11 +30,40 @@ def _activation(classifier):
 
 
 def _preprocess(preprocessor, texts):
-    """The keras-hub preprocessor's model inputs for 1 or 2 text columns."""
+    """The keras-hub preprocessor's model inputs for 1 or 2 text columns,
+    with a longer text cut as the training run cut it
+    (`truncation.attached(preprocessor)`: head+tail, or the packer's own
+    head and round robin)."""
     # By keyword: a positional tuple `(texts, pairs)` is read as `(x, y)`,
     # and the pairs would silently become labels.
     texts = [models.normalize_text(preprocessor.tokenizer, t) for t in texts]
-    return preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))
+    cut = truncation_lib.attached(preprocessor)
+    if not cut.cuts_tail(len(texts)):
+        return preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))
+    # The preprocessor's own steps (keras-hub's `_call_tf`), with the cut
+    # between tokenizer and packer; the packer then cuts nothing.
+    names = _input_names(preprocessor)
+    tokenizer = preprocessor.tokenizer
+    ids = tokenizer(texts[0])
+    if isinstance(ids, list):  # eager: keras-hub's Python workflow
+        ids = tf.ragged.constant(ids, dtype=tf.int32, ragged_rank=1)
+    elif not isinstance(ids, tf.RaggedTensor):
+        ids = tf.RaggedTensor.from_tensor(ids)
+    room = int(preprocessor.sequence_length) - _num_special_tokens(
+        preprocessor.packer, 1)
+    token_ids, segment_ids = preprocessor.packer(
+        (truncation_lib.cut(ids, budget=room, head=cut.head),))
+    x = {"token_ids": token_ids,
+         "padding_mask": token_ids != tokenizer.pad_token_id,
+         "segment_ids": segment_ids}
+    return {k: v for k, v in x.items() if k in names}
+
+
+def _input_names(preprocessor):
+    """The keys the family's preprocessor returns (no segment ids for
+    RoBERTa, no padding mask for F-Net), from one eager call."""
+    with tf.init_scope():
+        return set(preprocessor(x=tf.constant(["a"])))
 
 
 def _output_fn(classifier, label_names):

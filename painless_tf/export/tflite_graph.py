@@ -13,6 +13,7 @@ import tensorflow_text as tf_text
 
 from painless_tf import models
 from painless_tf import pipeline
+from painless_tf import truncation as truncation_lib
 from painless_tf.export.saved_model import _add_serving_endpoint
 from painless_tf.export.saved_model import _output_fn
 
@@ -92,7 +93,8 @@ def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
     packer (RaggedTensor ops, trimmers) does not, so the family's packing
     (start, separator and end tokens of `pipeline.family_packer`) is
     written with dense builtin ops: gather the kept tokens of each segment
-    from the flat ids by position. Rows are padded to the longest one,
+    from the flat ids by position, a longer single text cut as the run cut
+    it (`truncation.attached`: its head, or head and tail). Rows are padded to the longest one,
     except for a model whose outputs change with padding (F-Net), which
     gets its full sequence length as in Keras, and for one whose graph
     has ops TFLite runs only on static shapes (`full_width=True`).
@@ -108,6 +110,9 @@ def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
     pad_id = int(tokenizer.pad_token_id)
     truncate = getattr(preprocessor, "truncate", "round_robin")
     model_inputs = set(classifier.backbone.input.keys())
+    cut = truncation_lib.attached(preprocessor)
+    head_tail = cut.cuts_tail(num_text_columns)
+    head = tf.constant(cut.head, tf.int64)
     if not full_width:
         full_width = models.padding_changes_outputs(classifier.backbone,
                                                     tokenizer)
@@ -154,6 +159,11 @@ def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
                 position < (start + count)[:, tf.newaxis]
             )
             source = row_start[:, tf.newaxis] + position - start[:, tf.newaxis]
+            if head_tail:
+                # A cut text: past its head, read its tail (`truncation`).
+                skip = (lengths[index] - count)[:, tf.newaxis]
+                source += tf.where(position - start[:, tf.newaxis] >= head,
+                                   skip, tf.zeros_like(skip))
             gathered = tf.gather(values, tf.where(inside, source, 0))
             token_ids = tf.where(inside, gathered, token_ids)
             end = (start + count)[:, tf.newaxis]

@@ -20,6 +20,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from painless_tf import truncation as truncation_lib
 from painless_tf.export.saved_model import _output_fn
 from painless_tf.export.saved_model import _preprocess
 
@@ -51,19 +52,27 @@ def write_tokenizer(classifier, preset, folder, *, full_width):
                     os.path.join(folder, "config.json"))
     with open(os.path.join(folder, PACKING_FILE), "w",
               encoding="utf-8") as f:
+        cut = truncation_lib.attached(classifier.preprocessor)
         json.dump({"inputs": input_names(classifier),
-                   "full_width": bool(full_width)}, f, indent=2)
+                   "full_width": bool(full_width),
+                   "truncation": {"kind": cut.kind, "head": cut.head}},
+                  f, indent=2)
         f.write("\n")
 
 
 def load_host_packer(folder):
     """`pack(texts, pairs) -> {name: int32 [N, L]}` from `write_tokenizer`'s
-    folder: keras-hub's packing, cut to the longest row of the batch unless
+    folder: keras-hub's packing with the run's cut of longer texts
+    (`truncation`), cut to the longest row of the batch unless
     the folder says the model needs the full width."""
     with open(os.path.join(folder, PACKING_FILE), encoding="utf-8") as f:
         packing = json.load(f)
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
         folder)
+    # Files written before they recorded the cut were cut at the head.
+    cut = packing.get("truncation") or {}
+    truncation_lib.attach(preprocessor, truncation_lib.Truncation(
+        cut.get("kind", truncation_lib.HEAD), int(cut.get("head", 0))))
     return host_packer(preprocessor, full_width=bool(packing["full_width"]),
                        names=list(packing["inputs"]))
 

@@ -18,6 +18,7 @@ from painless_tf import atomic
 from painless_tf import data as data_lib
 from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
+from painless_tf import truncation as truncation_lib
 from painless_tf.export.convert import _convert_tflite
 from painless_tf.export.convert import _probe_float32
 from painless_tf.export.formats import EXPORT_DIR
@@ -39,6 +40,8 @@ from painless_tf.export.saved_model import _write_saved_model
 from painless_tf.export.tflite_graph import _tflite_inputs
 from painless_tf.export.tflite_graph import _tflite_tokenizer_kind
 from painless_tf.export.tflite_graph import _tflite_unsupported
+from painless_tf.packing import _num_special_tokens
+from painless_tf.packing import family_packer
 from painless_tf.export.tflite_graph import _write_tflite_source
 
 # Bumped whenever the layout of `export_metadata.json` changes.
@@ -278,9 +281,39 @@ def _metadata(classifier, vocab, num_text_columns, artifacts):
             "labels": "string [N]",
         },
         "sequence_length": int(classifier.preprocessor.sequence_length),
+        "truncation": _truncation_metadata(classifier, num_text_columns),
         "artifacts": artifacts,
         "tflite_tokenizer": _tflite_tokenizer_metadata(classifier),
     }
+
+
+def _truncation_metadata(classifier, num_text_columns):
+    """How every artifact cuts a text longer than the sequence length: as
+    the training run did (`truncation`)."""
+    cut = truncation_lib.attached(classifier.preprocessor)
+    if num_text_columns == 2:
+        return {"kind": "round_robin"}
+    if not cut.cuts_tail(1):
+        return {"kind": "head"}
+    length = int(classifier.preprocessor.sequence_length)
+    room = length - _num_special_tokens(
+        family_packer(classifier.preprocessor.tokenizer, length), 1)
+    return {"kind": "head+tail", "head_tokens": cut.head,
+            "tail_tokens": room - cut.head}
+
+
+def _truncation_sentence(metadata):
+    cut = metadata["truncation"]
+    length = metadata["sequence_length"]
+    if cut["kind"] == "head+tail":
+        return (f"A text longer than {length} tokens keeps its first "
+                f"{cut['head_tokens']} and last {cut['tail_tokens']} tokens, "
+                "as in training (every artifact cuts it the same way).")
+    if cut["kind"] == "round_robin":
+        return (f"A pair longer than {length} tokens is cut round robin (the "
+                "longer text gives way), as in training.")
+    return (f"A text longer than {length} tokens keeps its first tokens, as "
+            "in training.")
 
 
 def _tflite_tokenizer_metadata(classifier):
@@ -326,6 +359,7 @@ _README = """\
 Inputs: {inputs} (string tensors [N]). Outputs: probabilities (float32
 [N, {num_classes}]), label_ids (int64 [N]), labels (string [N]).
 Labels in id order: {labels}.
+{truncation}
 
 SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
 
@@ -374,6 +408,7 @@ def _write_readme(folder, metadata):
         num_classes=len(metadata["label_names"]),
         labels=", ".join(metadata["label_names"]),
         call_args=", ".join(f'{n}=tf.constant(["a fine film"])' for n in inputs),
+        truncation=_truncation_sentence(metadata),
     )
     tokenizer = metadata.get("tflite_tokenizer") or {}
     if tokenizer.get("inputs") == "token_ids":

@@ -60,10 +60,13 @@ private helpers are imported from the submodule that holds them.
 
 from painless_tf.plan.checks import AUTO
 from painless_tf.plan.checks import PlanError
+from painless_tf.plan.length_choice import NO_LIMIT_LENGTH
+from painless_tf.plan.length_choice import LengthChoice
+from painless_tf.plan.length_choice import choose_length
 from painless_tf.plan.micro_batch_choice import FitsProbe
 from painless_tf.plan.micro_batch_choice import ModelDims
 from painless_tf.plan.optimizer_choice import LAMB_SUGGESTION_BATCH
-from painless_tf.plan.planner import DEFAULT_MAX_SEQUENCE_LENGTH
+from painless_tf.plan.length_choice import DEFAULT_MAX_SEQUENCE_LENGTH
 from painless_tf.plan.planner import LearningRateProbe
 from painless_tf.plan.planner import make_plan
 from painless_tf.plan.precision_choice import PRECISIONS
@@ -82,12 +85,15 @@ __all__ = [
     "FitsProbe",
     "LAMB_SUGGESTION_BATCH",
     "LearningRateProbe",
+    "LengthChoice",
     "ModelDims",
+    "NO_LIMIT_LENGTH",
     "PRECISIONS",
     "Plan",
     "PlanError",
     "PrecisionProbe",
     "STRATEGIES",
+    "choose_length",
     "default_cache_dir",
     "make_plan",
 ]

@@ -22,6 +22,8 @@ from painless_tf.plan.checks import PlanError
 from painless_tf.plan.checks import _check_boundaries
 from painless_tf.plan.checks import _positive_float
 from painless_tf.plan.checks import _positive_int
+from painless_tf.plan.length_choice import LengthChoice
+from painless_tf.plan.length_choice import choose_length
 from painless_tf.plan.micro_batch_choice import FitsProbe
 from painless_tf.plan.micro_batch_choice import ModelDims
 from painless_tf.plan.micro_batch_choice import _decide_micro_batch
@@ -45,8 +47,6 @@ from painless_tf.plan.strategy_choice import _decide_global_batch
 from painless_tf.plan.strategy_choice import _decide_strategy
 from painless_tf.plan.strategy_choice import _decide_xla
 
-# Tokens; short enough for fast steps, and bucketing removes padding below it.
-DEFAULT_MAX_SEQUENCE_LENGTH = 128
 
 
 class LearningRateProbe(Protocol):
@@ -109,6 +109,7 @@ def make_plan(
     selection_metric: str = AUTO,
     eval_every_updates: int | str = AUTO,
     early_stopping_patience: int | str = AUTO,
+    length_choice: LengthChoice | None = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -134,7 +135,8 @@ def make_plan(
         micro_batch_size: int | "auto". Examples per replica per pass; must
             divide global_batch_size / num_replicas.
         strategy: str. "auto" or one of `STRATEGIES`.
-        max_sequence_length: int | "auto". Tokens per sequence; "auto" is 128.
+        max_sequence_length: int | "auto". Tokens per sequence; see
+            `length_choice`.
         bucket_boundaries: Sequence[int] | None. Length buckets from the
             data pipeline; None means no bucketing.
         model_params: int | None. Parameter count, for the CPU memory
@@ -177,6 +179,11 @@ def make_plan(
             (a resumed run): its measured decisions (precision, micro-batch,
             learning rate) are kept instead of measured again, so a resumed
             run trains with the plan it started with.
+        length_choice: LengthChoice | None. The sequence length and the cut
+            of longer texts, decided from the training texts' untruncated
+            lengths (`choose_length`); it replaces `max_sequence_length`.
+            None decides them without data: "auto" is 128, or the model
+            limit if shorter.
         fixed_length: bool. The model's outputs change with the padding
             (`models.describe(...).fixed_length`: F-Net, RoFormer-v2): one
             bucket, the sequence length, so it trains as it predicts.
@@ -222,20 +229,12 @@ def make_plan(
         global_batch_size, num_replicas, strategy
     )
 
-    if max_sequence_length == AUTO and (
-        model_max_sequence_length
-        and model_max_sequence_length < DEFAULT_MAX_SEQUENCE_LENGTH
-    ):
-        max_sequence_length = int(model_max_sequence_length)
-        reasons["max_sequence_length"] = "the model's position table is shorter"
-    elif max_sequence_length == AUTO:
-        max_sequence_length = DEFAULT_MAX_SEQUENCE_LENGTH
-        reasons["max_sequence_length"] = (
-            "covers the data; bucketing removes the padding cost"
-        )
-    else:
-        max_sequence_length = _positive_int(max_sequence_length, "max_sequence_length")
-        reasons["max_sequence_length"] = "set by user"
+    if length_choice is None:
+        # No training lengths to plan from: the rule's defaults.
+        length_choice = choose_length(
+            max_sequence_length, None, model_limit=model_max_sequence_length)
+    max_sequence_length = length_choice.max_sequence_length
+    reasons.update(length_choice.reasons)
 
     cache = _ProbeCache(cache_dir or default_cache_dir()) if probe_key else None
     if precision == AUTO and recorded is not None:
@@ -390,6 +389,9 @@ def make_plan(
         weight_decay=float(weight_decay),
         clip_norm=float(clip_norm),
         max_sequence_length=max_sequence_length,
+        truncation=length_choice.truncation,
+        truncation_head=length_choice.truncation_head,
+        truncation_tail=length_choice.truncation_tail,
         bucket_boundaries=bucket_boundaries,
         seed=int(seed),
         trainable_layers=trainable_layers,

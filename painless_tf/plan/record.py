@@ -25,6 +25,7 @@ from painless_tf.plan.optimizer_choice import _MOMENTUM_OPTIMIZERS
 from painless_tf.plan.optimizer_choice import _check_momentum
 from painless_tf.plan.precision_choice import PRECISIONS
 from painless_tf.plan.strategy_choice import STRATEGIES
+from painless_tf.truncation import KINDS as TRUNCATIONS
 
 # Plan fields in the order a person reads them; `table()` follows it.
 _DECISIONS = (
@@ -38,6 +39,7 @@ _DECISIONS = (
     "micro_batch_size",
     "accumulation_steps",
     "max_sequence_length",
+    "truncation",
     "bucket_boundaries",
     "optimizer",
     "momentum",
@@ -93,6 +95,13 @@ class Plan:
             norms.
         clip_norm: float. Global gradient-norm clipping threshold.
         max_sequence_length: int. Tokens per sequence, at most.
+        truncation: str. How a longer text is cut: "head+tail" (one text
+            column), "round_robin" (sentence pairs, keras-hub's packer) or
+            "head"; see `painless_tf.truncation`.
+        truncation_head: int. With "head+tail", the text tokens a cut text
+            keeps from its start; 0 otherwise.
+        truncation_tail: int. With "head+tail", the text tokens it keeps
+            from its end; 0 otherwise.
         bucket_boundaries: tuple[int, ...]. Sequence-length bucket upper
             bounds for batching; empty pads every batch to
             `max_sequence_length`.
@@ -158,6 +167,11 @@ class Plan:
     selection_metric: str = "accuracy"
     eval_every_updates: int = 0
     early_stopping_patience: int = 0
+    # A plan written before these fields cut texts as keras-hub's packer
+    # does one text: its head.
+    truncation: str = "head"
+    truncation_head: int = 0
+    truncation_tail: int = 0
     lr_range_test: Mapping = dataclasses.field(default_factory=dict)
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -233,6 +247,7 @@ class Plan:
                 f"weight_decay={self.weight_decay!r}, clip_norm={self.clip_norm!r}"
             )
         _check_boundaries(self.bucket_boundaries, self.max_sequence_length)
+        _check_truncation(self)
         try:
             freeze = freezing.FreezeOptions(self.trainable_layers, self.unfreeze)
         except ValueError as e:
@@ -372,3 +387,22 @@ class Plan:
             reason = self.reasons.get(name, "")
             lines.append(f"{name:<{width}}  {value:<{value_width}}  {reason}".rstrip())
         return "\n".join(lines)
+
+
+def _check_truncation(plan):
+    _check_choice("truncation", plan.truncation, TRUNCATIONS)
+    head, tail = plan.truncation_head, plan.truncation_tail
+    for name, value in (("truncation_head", head), ("truncation_tail", tail)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PlanError(
+                f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
+    if plan.truncation != "head+tail" and (head or tail):
+        raise PlanError(
+            f"`truncation_head` and `truncation_tail` count the tokens of a "
+            f"head+tail cut; truncation={plan.truncation!r} has none. "
+            f"Received: {head} and {tail}; pass 0 and 0.")
+    if head + tail >= plan.max_sequence_length:
+        raise PlanError(
+            f"truncation_head + truncation_tail ({head} + {tail}) leave no "
+            f"room for the special tokens in max_sequence_length="
+            f"{plan.max_sequence_length}.")
