@@ -416,18 +416,20 @@ SETS = (
 )
 _BY_NAME = {s.name: s for s in SETS}
 
-_ONLY = flags.DEFINE_enum(
-    "only", "all", [*_BY_NAME, "all"], "The set to fetch, or all of them.")
-flags.DEFINE_alias("name", "only")
-_OUT = flags.DEFINE_string(
-    "out", None, "Folder that receives <name>.jsonl (created if missing).")
-_LIST = flags.DEFINE_bool("list", False, "Print the sets and exit.")
 
 
-@flags.multi_flags_validator(
-    ["out", "list"], message="Pass --out=DIR (and --only=NAME), or --list.")
-def _out_or_list(values):
-    return values["list"] or values["out"] is not None
+def _define_flags():
+    """Defines the flags; only when run as a script, so that importing this
+    module (tests do) defines none that other bench scripts also have."""
+    flags.DEFINE_enum("only", "all", [*_BY_NAME, "all"],
+                      "The set to fetch, or all of them.")
+    flags.DEFINE_alias("name", "only")
+    flags.DEFINE_string(
+        "out", None, "Folder that receives <name>.jsonl (created if missing).")
+    flags.DEFINE_bool("list", False, "Print the sets and exit.")
+    flags.register_multi_flags_validator(
+        ["out", "list"], lambda values: values["list"] or values["out"],
+        message="Pass --out=DIR (and --only=NAME), or --list.")
 
 
 def statistics_of(real_set, rows):
@@ -558,15 +560,16 @@ def write(real_set, rows, out_dir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if _LIST.value:
+    if flags.FLAGS.list:
         for s in SETS:
             print(f"{s.name:<20} {s.task:<15} "
                   f"{s.asset.sources[0].requirement:<26} {s.kind}")
         return
-    chosen = SETS if _ONLY.value == "all" else (_BY_NAME[_ONLY.value],)
+    only = flags.FLAGS.only
+    chosen = SETS if only == "all" else (_BY_NAME[only],)
     for real_set in chosen:
         try:
-            stats = fetch(real_set, _OUT.value)
+            stats = fetch(real_set, flags.FLAGS.out)
         except (assets.AssetError, OSError) as error:
             print(f"error: {real_set.name}: {' '.join(str(error).split())}",
                   file=sys.stderr)
@@ -575,4 +578,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
