@@ -47,7 +47,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 
-import keras_hub
+import keras_hub  # noqa: F401  (the docstring examples use it)
 import numpy as np
 import tensorflow as tf
 from absl import logging
