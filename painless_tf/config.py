@@ -65,6 +65,17 @@ class RunConfig:
         ("text",), "data", "list",
         "One text column, or two for sentence-pair tasks.")
     label_column: str = _field("label", "data", "string", "Label column.")
+    task: str = _field(
+        AUTO, "data", "enum",
+        "auto: multi_label for a label column of lists (JSON lists, or "
+        "split by --label_delimiter), regression for numbers (any "
+        "non-integer, or more than 20 distinct integers), else "
+        "classification.",
+        choices=[AUTO, "classification", "multi_label", "regression"])
+    label_delimiter: str | None = _field(
+        None, "data", "string",
+        "Splits each label cell into a set of labels, e.g. ',' for "
+        "'sports,politics' (multi-label).")
     file_format: str | None = _field(
         None, "data", "enum", "File format; default: from the file extension.",
         choices=["csv", "tsv", "jsonl"])

@@ -30,6 +30,7 @@ from painless_tf import faults
 from painless_tf import flops
 from painless_tf import freezing
 from painless_tf import hardware
+from painless_tf import heads
 from painless_tf import lr_finder
 from painless_tf import memory
 from painless_tf import model_dir as model_dir_lib
@@ -91,6 +92,8 @@ def load_data(config):
         test=config.test_data,
         split=config.split,
         seed=config.seed,
+        task=config.task,
+        label_delimiter=config.label_delimiter,
         **{k: v for k, v in read.items()},
     )
     for warning in splits.warnings:
@@ -147,7 +150,8 @@ def prepare(config, *, environment=None, recorded=None):
     probe = fits = None
     if environment.platform == "cpu" and config.precision == AUTO:
         probe = _precision_probe(model_path, num_classes, tokenized["train"],
-                                 _probe_trainer(config))
+                                 functools.partial(_probe_trainer(config),
+                                                   task=splits.task.kind))
     if environment.platform == "gpu" and config.micro_batch_size == AUTO:
         # One real update per candidate size, catching out-of-memory.
         fits = memory.MicroBatchProbe(
@@ -190,6 +194,8 @@ def prepare(config, *, environment=None, recorded=None):
         learning_rate_probe=rate_probe,
         recorded=recorded,
         fixed_length=info.fixed_length,
+        task=splits.task.kind,
+        task_reason=splits.task.reason,
     )
     return Prepared(
         config=config,
@@ -300,7 +306,8 @@ def build_trainer(prepared, strategy):
         )
         trainer = trainers.for_plan(
             classifier, plan, learning_rate=schedule,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            metrics=heads.metrics_for(plan.task,
+                                      std=prepared.splits.task.std),
         )
         trainer.trainable_stages = stages
         trainer.learning_rate_schedule = schedule
@@ -328,7 +335,8 @@ def datasets(prepared, strategy=None):
 
 
 def predict_ids(trainer, prepared, split):
-    """Class probabilities for a split, in the input order.
+    """Scores for a split, in the input order: class probabilities, label
+    probabilities or standardized values (`heads.scores`).
 
     Runs on this process alone (no collectives), so every worker of a
     multi-worker run can call it.
@@ -353,7 +361,7 @@ def predict_ids(trainer, prepared, split):
     )
     logits = [forward(x).numpy() for x, _, _ in dataset]
     logits = pipeline.restore_order(logits, batch_plan)
-    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    return heads.scores(plan.task, logits)
 
 
 def run_record(config):
@@ -366,10 +374,6 @@ def run_record(config):
 def write_json(path, payload):
     """Writes JSON atomically (see `atomic.write_text`)."""
     atomic.write_json(path, payload, indent=2, sort_keys=True)
-
-
-def accuracy(probabilities, labels):
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
 class Clock:
@@ -414,6 +418,8 @@ def _outputs(plan):
     names = [n for n in model_dir_lib.LAYOUT if n != model_dir_lib.EXPORT]
     if not plan.lr_range_test:
         names.remove(model_dir_lib.LR_PLOT)
+    if plan.task == "classification":
+        names.remove(model_dir_lib.TASK)
     return names
 
 
@@ -754,11 +760,11 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     validation = trainer.evaluate(
         evaluation["validation"], verbose=0, return_dict=True
     )
-    metrics["validation_accuracy"] = float(validation["accuracy"])
-    probabilities = predict_ids(trainer, prepared, "test")
-    metrics["test_accuracy"] = accuracy(
-        probabilities, prepared.splits.test.labels
-    )
+    name = heads.METRIC_NAMES[plan.task]
+    metrics[f"validation_{name}"] = float(validation[name])
+    task, result, test_metrics = evaluation_lib.evaluate_splits(
+        prepared.splits, functools.partial(predict_ids, trainer, prepared))
+    metrics.update(test_metrics)
     metrics.update(monitoring_lib.summarize(()))
     metrics.update(summary or {})
     metrics["peak_flops_source"] = flops.peak_flops_source(
@@ -766,10 +772,8 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     )
     metrics["wall_seconds"] = clock.seconds()
     if owner is not None:
-        result = evaluation_lib.classification_report(
-            prepared.splits.test.labels, probabilities.argmax(-1),
-            prepared.splits.vocab.names,
-        )
+        if plan.task != "classification":
+            task.to_json(owner.claim(model_dir_lib.TASK))
         write_json(owner.claim(model_dir_lib.EVALUATION), result)
         write_json(owner.claim(model_dir_lib.METRICS), metrics)
         model_path = owner.claim(model_dir_lib.MODEL)

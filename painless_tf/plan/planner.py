@@ -100,6 +100,8 @@ def make_plan(
     learning_rate_probe: "LearningRateProbe | None" = None,
     recorded: "Plan | None" = None,
     fixed_length: bool = False,
+    task: str = "classification",
+    task_reason: str | None = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -171,6 +173,9 @@ def make_plan(
         fixed_length: bool. The model's outputs change with the padding
             (`models.describe(...).fixed_length`: F-Net, RoFormer-v2): one
             bucket, the sequence length, so it trains as it predicts.
+        task: str. "classification", "multi_label" or "regression", as
+            `data.tasks.detect_task` decided it from the labels.
+        task_reason: str | None. Why (`TaskSpec.reason`).
 
     Returns:
         The `Plan`.
@@ -335,6 +340,7 @@ def make_plan(
         "global-norm clipping, BERT recipe" if clip_norm == 1.0 else "set by user"
     )
     reasons["seed"] = "default" if seed == 0 else "set by user"
+    reasons["task"] = task_reason or "default"
     (reasons["trainable_layers"], reasons["unfreeze"]) = _decide_freezing(
         trainable_layers, unfreeze, num_layers, epochs
     )
@@ -365,6 +371,7 @@ def make_plan(
         seed=int(seed),
         trainable_layers=trainable_layers,
         unfreeze=unfreeze,
+        task=task,
         reasons=reasons,
     )
     if not rate_is_auto:

@@ -28,6 +28,7 @@ from painless_tf.plan.strategy_choice import STRATEGIES
 
 # Plan fields in the order a person reads them; `table()` follows it.
 _DECISIONS = (
+    "task",
     "strategy",
     "num_workers",
     "num_replicas",
@@ -98,6 +99,8 @@ class Plan:
         unfreeze: str. "none", or "gradual": one more layer per epoch.
         fused_update: bool. Whether the optimizer update is one
             XLA-compiled function (one device only; `engine.Trainer`).
+        task: str. "classification", "multi_label" or "regression"
+            (`data.tasks.detect_task`): the head's loss and metrics.
         lr_range_test: Mapping. The LR range test behind an automatic
             learning rate (`lr_finder.RangeTestResult.to_dict()`); empty
             when the rate was not searched.
@@ -139,6 +142,8 @@ class Plan:
     unfreeze: str = "none"
     # A plan written before this field runs unfused, as every strategy can.
     fused_update: bool = False
+    # A plan written before this field is a classifier's.
+    task: str = "classification"
     lr_range_test: Mapping = dataclasses.field(default_factory=dict)
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -153,6 +158,8 @@ class Plan:
         _check_momentum(self.optimizer, self.momentum, self.nesterov,
                         lambda name, value: f"{name}={value!r}")
         _check_choice("schedule", self.schedule, ("linear",))
+        _check_choice("task", self.task,
+                      ("classification", "multi_label", "regression"))
         for name in (
             "num_replicas",
             "num_workers",
