@@ -80,10 +80,10 @@ class TaskSpec:
         return np.asarray(values, np.float64) * self.std + self.mean
 
     def threshold_array(self, num_labels):
-        """float32 [num_labels]: the tuned thresholds, else 0.5 each."""
+        """[num_labels]: the tuned thresholds, else 0.5 each."""
         if len(self.thresholds) == num_labels:
-            return np.array(self.thresholds, np.float32)
-        return np.full(num_labels, 0.5, np.float32)
+            return np.array(self.thresholds, np.float64)
+        return np.full(num_labels, 0.5, np.float64)
 
     def to_dict(self):
         return dataclasses.asdict(self) | {"thresholds": list(self.thresholds)}
