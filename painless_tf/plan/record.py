@@ -28,7 +28,6 @@ from painless_tf.plan.strategy_choice import STRATEGIES
 
 # Plan fields in the order a person reads them; `table()` follows it.
 _DECISIONS = (
-    "task",
     "strategy",
     "num_workers",
     "num_replicas",
@@ -54,6 +53,7 @@ _DECISIONS = (
     "trainable_layers",
     "unfreeze",
     "seed",
+    "task",
 )
 
 
