@@ -2,7 +2,9 @@ r"""Evaluates a trained model (or exported artifact) on a labelled file.
 
     python -m apps.evaluate --model_dir=runs/demo --data=test.csv
 
-Prints accuracy, per-class precision/recall/F1 and the confusion matrix;
+Prints accuracy, per-class precision/recall/F1 and the confusion matrix
+(multi-label: micro/macro-F1, subset accuracy and per-label rows;
+regression: RMSE, MAE, Pearson and Spearman);
 writes them as JSON to --output (default <model_dir>/evaluation.json when
 --model_dir is a trained model dir) and, with --report, an HTML page.
 """
@@ -51,13 +53,16 @@ def main(argv):
         label_column=_LABEL_COLUMN.value or _recorded_label_column(),
         encoding=_ENCODING.value)
     vocab = data.LabelVocab(predictor.label_names)
-    labels = [vocab.encode(label, where=f"{_DATA.value} line {line}")
-              for label, line in zip(table.labels, table.lines)]
+    task = predictor.task or data.TaskSpec("classification")
+    labels = data.tasks.encode_labels(task, vocab, table)
     texts = table.texts[0]
     pairs = table.texts[1] if len(table.texts) > 1 else None
     probabilities, names = predictor(list(texts), pairs and list(pairs))
-    result = evaluation.classification_report(
-        labels, probabilities.argmax(axis=-1), names)
+    if task.kind == "regression":
+        # The predictor gives the target's units; the labels are raw.
+        result = evaluation.regression_report(labels, probabilities)
+    else:
+        result = evaluation.report_for(task, labels, probabilities, names)
     output = _OUTPUT.value or (
         os.path.join(_MODEL_DIR.value, "evaluation.json")
         if os.path.isdir(os.path.join(_MODEL_DIR.value, "model")) else None)
@@ -65,14 +70,15 @@ def main(argv):
         run.write_json(output, result)
     if _REPORT.value:
         report.write_evaluation_report(_REPORT.value, result)
-    print(json.dumps({k: result[k] for k in ("accuracy", "macro_f1")}))
-    for row in result["per_class"]:
+    print(json.dumps(evaluation.headline(result)))
+    for row in result.get("per_class", ()):
         print(f"{row['label']:>12}  precision {row['precision']:.4f}  "
               f"recall {row['recall']:.4f}  f1 {row['f1']:.4f}  "
               f"support {row['support']}")
-    print("confusion matrix (rows: true, columns: predicted):")
-    for name, row in zip(names, result["confusion_matrix"]):
-        print(f"{name:>12}  {row}")
+    if "confusion_matrix" in result:
+        print("confusion matrix (rows: true, columns: predicted):")
+        for name, row in zip(names, result["confusion_matrix"]):
+            print(f"{name:>12}  {row}")
 
 
 def _recorded_label_column():

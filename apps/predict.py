@@ -6,7 +6,10 @@ r"""Predicts labels for texts with a trained model or any exported artifact.
 
 Input: one text per line (a TAB between the two texts of a sentence pair),
 or JSON lines with the text column(s). Output: one JSON object per line,
-in the input order: {"text", "label", "probabilities": {label: p}}.
+in the input order: {"text", "label", "probabilities": {label: p}}; for a
+multi-label model {"text", "labels": [...], "probabilities": {label: p}}
+(the labels above their thresholds, tuned on validation), for a regression
+model {"text", "value"}.
 """
 
 import json
@@ -67,12 +70,23 @@ def main(argv):
         _OUTPUT.value, "w", encoding="utf-8")
     with out:
         for text, row in zip(texts, probabilities):
-            out.write(json.dumps({
-                "text": text,
-                "label": names[int(row.argmax())],
-                "probabilities": {n: round(float(p), 6)
-                                  for n, p in zip(names, row)},
-            }) + "\n")
+            out.write(json.dumps(_row(predictor.task, text, row, names))
+                      + "\n")
+
+
+def _row(task, text, row, names):
+    kind = task.kind if task is not None else "classification"
+    if kind == "regression":
+        return {"text": text, "value": round(float(row[0]), 6)}
+    result = {"text": text}
+    if kind == "multi_label":
+        chosen = row > task.threshold_array(len(names))
+        result["labels"] = [n for n, c in zip(names, chosen) if c]
+    else:
+        result["label"] = names[int(row.argmax())]
+    result["probabilities"] = {n: round(float(p), 6)
+                               for n, p in zip(names, row)}
+    return result
 
 
 run_main = painless_flags.one_line_errors(main)

@@ -17,7 +17,7 @@ from painless_tf.plan import AUTO
 from painless_tf.plan import PRECISIONS
 from painless_tf.plan import STRATEGIES
 from painless_tf.plan.selection_choice import CLASS_WEIGHTS
-from painless_tf.plan.selection_choice import SELECTION_METRICS
+from painless_tf.plan.selection_choice import TASK_SELECTION_METRICS
 
 # Updates of the LR range test behind learning_rate="auto".
 DEFAULT_RANGE_TEST_STEPS = lr_finder.RangeTestOptions().num_steps
@@ -68,6 +68,17 @@ class RunConfig:
         ("text",), "data", "list",
         "One text column, or two for sentence-pair tasks.")
     label_column: str = _field("label", "data", "string", "Label column.")
+    task: str = _field(
+        AUTO, "data", "enum",
+        "auto: multi_label for a label column of lists (JSON lists, or "
+        "split by --label_delimiter), regression for numbers (any "
+        "non-integer, or more than 20 distinct integers), else "
+        "classification.",
+        choices=[AUTO, "classification", "multi_label", "regression"])
+    label_delimiter: str | None = _field(
+        None, "data", "string",
+        "Splits each label cell into a set of labels, e.g. ',' for "
+        "'sports,politics' (multi-label).")
     file_format: str | None = _field(
         None, "data", "enum", "File format; default: from the file extension.",
         choices=["csv", "tsv", "jsonl"])
@@ -175,8 +186,10 @@ class RunConfig:
     selection_metric: str = _field(
         AUTO, "plan", "enum",
         "Validation metric whose best value picks the weights kept (auto: "
-        "macro_f1 when the classes are skewed, else accuracy).",
-        choices=list(SELECTION_METRICS))
+        "macro_f1 when the classes are skewed, else accuracy; the loss for "
+        "multi_label and regression, which also log binary_accuracy and mae).",
+        choices=list(dict.fromkeys(
+            m for ms in TASK_SELECTION_METRICS.values() for m in ms)))
     eval_every_updates: int | str = _field(
         AUTO, "plan", "string",
         "Also validate every N updates within epochs; 0: at epoch ends only "

@@ -411,6 +411,7 @@ def range_test(
     accumulation_steps: int = 1,
     xla: bool = False,
     fused_update: bool | str = "auto",
+    task: str = "classification",
 ) -> tuple:
     """Trains `model` with an exponentially growing rate, then undoes it.
 
@@ -431,6 +432,7 @@ def range_test(
         accumulation_steps: int. Micro-batches per update.
         xla: bool. XLA-compile the micro-step.
         fused_update: bool or "auto". As in `engine.Trainer`.
+        task: str. The run's task: its loss (`heads.loss_for`).
 
     Returns:
         `(learning_rates, losses)`: lists with one entry per update made
@@ -468,7 +470,7 @@ def range_test(
         model, learning_rate=schedule, optimizer=optimizer,
         weight_decay=weight_decay, clip_norm=clip_norm,
         accumulation_steps=accumulation_steps, xla=xla,
-        fused_update=fused_update, **extra,
+        fused_update=fused_update, task=task, **extra,
     )
     rates, losses = [], []
     lowest = math.inf
@@ -579,6 +581,7 @@ def find_learning_rate(
             accumulation_steps=plan.accumulation_steps * plan.num_replicas,
             xla=plan.xla,
             fused_update=plan.fused_update,
+            task=getattr(plan, "task", "classification"),
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -24,7 +24,8 @@ Layout::
         .painless_tf/manifest.json   paths this run wrote (and will write)
         .painless_tf/lock            the lock; its text names the holder
         .painless_tf/progress.json   training summary, kept across resumes
-        run.json  plan.json  labels.json  metrics.json  evaluation.json
+        run.json  plan.json  labels.json  task.json  metrics.json
+        evaluation.json
         history.json  report.html  lr_range_test.png
         model/  checkpoints/  tensorboard/  export/
 """
@@ -50,6 +51,7 @@ PROGRESS = os.path.join(OWNER_DIR, "progress.json")
 RUN = "run.json"
 PLAN = "plan.json"
 LABELS = "labels.json"
+TASK = "task.json"  # multi-label thresholds, regression mean/std
 METRICS = "metrics.json"
 EVALUATION = "evaluation.json"
 HISTORY = "history.json"
@@ -60,7 +62,7 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 EXPORT = "export"
 # What a run of this version may write, in the order it writes them.
-LAYOUT = (RUN, PLAN, LABELS, LR_PLOT, CHECKPOINTS, TENSORBOARD, HISTORY,
+LAYOUT = (RUN, PLAN, LABELS, TASK, LR_PLOT, CHECKPOINTS, TENSORBOARD, HISTORY,
           METRICS, EVALUATION, MODEL, REPORT, EXPORT)
 
 # Staging names of interrupted writes: atomic.write_text's temporary files

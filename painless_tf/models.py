@@ -102,9 +102,10 @@ def load_classifier(
     >>> classifier(classifier.preprocessor(["fun", "no fun"])).shape
     TensorShape([2, 3])
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
+    # 1: a regression head, or a multi-label head of one label.
+    if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(
-            f"`num_classes` must be an integer >= 2. Received: "
+            f"`num_classes` must be a positive integer. Received: "
             f"num_classes={num_classes!r}. Pass the number of distinct "
             "labels in the training data."
         )

@@ -189,7 +189,8 @@ def pack(texts: TextTokens, tokenizer, *, max_sequence_length: int,
 
 
 def checked_columns_and_labels(examples, labels=None):
-    """(text columns, int32 labels or None) of `examples`, checked.
+    """(text columns, labels or None) of `examples`, checked: int32 class
+    ids, float32 targets or float32 multi-hot rows.
 
     Raises:
         ValueError: with one line, for texts or labels of the wrong kind.
@@ -200,17 +201,21 @@ def checked_columns_and_labels(examples, labels=None):
     num_examples = len(columns[0])
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (num_examples,):
+        floats = np.issubdtype(labels.dtype, np.floating)
+        if labels.shape[:1] != (num_examples,) or labels.ndim > (
+                2 if floats else 1):
             raise ValueError(
-                f"`labels` must have one entry per text ({num_examples}). "
+                f"`labels` must have one entry per text ({num_examples}): "
+                "int ids [n], float targets [n] or multi-hot [n, K]. "
                 f"Received: labels.shape={labels.shape}."
             )
-        if not np.issubdtype(labels.dtype, np.integer):
+        if not floats and not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
-                "`labels` must be integer class ids. Received: "
-                f"dtype={labels.dtype}. Map label names to ids first."
+                "`labels` must be integer class ids or float targets. "
+                f"Received: dtype={labels.dtype}. Map label names to ids "
+                "first."
             )
-        labels = labels.astype(np.int32)
+        labels = labels.astype(np.float32 if floats else np.int32)
     return columns, labels
 
 

@@ -12,7 +12,8 @@ update. Its elements are `(x, y, sample_weight)` with
 
     x = {"token_ids": int32 [B, L], "segment_ids": int32 [B, L],
          "padding_mask": int32 [B, L]}
-    y = int32 [B]
+    y = int32 [B]   # class ids; float32 [B] regression targets,
+                    # float32 [B, K] multi-hot labels
     sample_weight = float32 [B]   # 1.0 real rows, 0.0 filler rows
 
 where `B = global_batch_size / num_workers` and `L` is one of the bucket
@@ -85,8 +86,9 @@ class TokenizedExamples:
             column (and its `[CLS]`/`[SEP]`), 1 for the second.
         lengths: np.ndarray. int32 [num_examples], tokens per example,
             special tokens included.
-        labels: np.ndarray or None. int32 [num_examples]; None for texts
-            without labels (prediction only).
+        labels: np.ndarray or None. int32 [num_examples] class ids, float32
+            [num_examples] targets or float32 [num_examples, K] multi-hot
+            rows; None for texts without labels (prediction only).
         cls_token_id: int. Id of the start token (`[CLS]`, RoBERTa's `<s>`).
         sep_token_id: int. Id of the end token (`[SEP]`, RoBERTa's `</s>`).
         pad_token_id: int. Id of the padding token.
@@ -130,7 +132,7 @@ class TokenizedExamples:
                 "`segment_ids` must have the shape of `token_ids`. Received: "
                 f"{self.segment_ids.shape} and {self.token_ids.shape}."
             )
-        if self.labels is not None and self.labels.shape != self.lengths.shape:
+        if self.labels is not None and self.labels.shape[:1] != self.lengths.shape:
             raise ValueError(
                 "`labels` must have one entry per example. Received: "
                 f"labels.shape={self.labels.shape}, "
@@ -188,8 +190,9 @@ def tokenize(
             included; longer ones are truncated.
         truncation: `truncation.Truncation` or None. How a longer single
             text is cut; None keeps its head.
-        labels: array-like or None. int labels [n]; overrides
-            `examples.labels`. None (with no `.labels`) for prediction.
+        labels: array-like or None. int class ids [n], float targets [n]
+            or float multi-hot rows [n, K]; overrides `examples.labels`.
+            None (with no `.labels`) for prediction.
         cache_path: str or None. A `.npz` file. When it exists and was made
             from the same texts, labels, tokenizer, `max_sequence_length`
             and `truncation`, it is loaded instead of tokenizing; otherwise it is (re)written
@@ -332,7 +335,10 @@ def _fingerprint(columns, labels, tokenizer, max_sequence_length,
         for text in column:
             digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
     digest.update(b"\2")
-    if labels is not None:
+    if labels is not None and labels.dtype == np.float32:
+        digest.update(f"float32{labels.shape}".encode())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    elif labels is not None:
         digest.update(np.ascontiguousarray(labels, np.int32).tobytes())
     return digest.hexdigest()
 
@@ -575,14 +581,12 @@ def _batch_builder(tokenized, batch_size):
     np.cumsum(tokenized.lengths, out=offsets[1:])
     offsets = tf.constant(offsets)
     lengths = tf.constant(np.append(tokenized.lengths, 2).astype(np.int32))
-    labels = tf.constant(
-        np.append(
-            tokenized.labels
-            if tokenized.labels is not None
-            else np.zeros(n, np.int32),
-            0,
-        ).astype(np.int32)
-    )
+    known = (tokenized.labels if tokenized.labels is not None
+             else np.zeros(n, np.int32))
+    # The filler row's label: a valid one (0, or no label set) of its shape.
+    labels = tf.constant(np.concatenate(
+        [known, np.zeros((1,) + known.shape[1:], known.dtype)]))
+    label_shape = [batch_size] + list(known.shape[1:])
     pad_id = tokenized.pad_token_id
 
     def build(rows, length):
@@ -608,7 +612,7 @@ def _batch_builder(tokenized, batch_size):
                 tf.cast(mask, tf.int32), [batch_size, None]
             ),
         }
-        y = tf.ensure_shape(tf.gather(labels, rows), [batch_size])
+        y = tf.ensure_shape(tf.gather(labels, rows), label_shape)
         sample_weight = tf.ensure_shape(tf.cast(real, tf.float32), [batch_size])
         return x, y, sample_weight
 

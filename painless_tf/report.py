@@ -142,7 +142,6 @@ def write_evaluation_report(path: str, evaluation: dict) -> str:
     >>> open(path).read().count("<img")
     1
     """
-    _check_evaluation(evaluation)
     section = _evaluation_section(evaluation)
     page = _page("Evaluation report", f"written {_now()}", [section])
     atomic.write_text(os.fspath(path), page)
@@ -298,6 +297,8 @@ def _evaluation_section(evaluation):
     if evaluation is None:
         return _section("evaluation", "Test split",
                         _note("No evaluation of a test split."))
+    if evaluation.get("task") in ("multi_label", "regression"):
+        return _task_section(evaluation)
     _check_evaluation(evaluation)
     head = (
         f"<p>{evaluation['num_examples']} examples: accuracy "
@@ -319,6 +320,32 @@ def _evaluation_section(evaluation):
     )
     plot = _confusion_plot(evaluation)
     return _section("evaluation", "Test split", head + plot + table)
+
+
+def _task_section(evaluation):
+    """The test split of a multi-label or regression model: its headline
+    numbers, and the per-label table of a multi-label one."""
+    keys = {"multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
+            "regression": ("rmse", "mae", "pearson", "spearman")}[
+                evaluation["task"]]
+    numbers = ", ".join(
+        f"{key.replace('_', ' ')} <b>{evaluation[key]:.4f}</b>"
+        for key in keys)
+    head = f"<p>{evaluation['num_examples']} examples: {numbers}.</p>"
+    rows = "".join(
+        f"<tr><th>{html.escape(c['label'])}</th>"
+        f'<td class="number">{_percent(c["precision"])}</td>'
+        f'<td class="number">{_percent(c["recall"])}</td>'
+        f'<td class="number">{_percent(c["f1"])}</td>'
+        f'<td class="number">{c["threshold"]:.3f}</td>'
+        f'<td class="number">{c["support"]}</td></tr>'
+        for c in evaluation.get("per_class", ())
+    )
+    table = (
+        '<table class="per-class"><tr><th>label</th><th>precision</th>'
+        "<th>recall</th><th>F1</th><th>threshold</th><th>support</th></tr>"
+        f"{rows}</table>" if rows else "")
+    return _section("evaluation", "Test split", head + table)
 
 
 def _time_section(history, metrics):

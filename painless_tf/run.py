@@ -30,6 +30,7 @@ from painless_tf import faults
 from painless_tf import flops
 from painless_tf import freezing
 from painless_tf import hardware
+from painless_tf import heads
 from painless_tf import imbalance
 from painless_tf import lr_finder
 from painless_tf import memory
@@ -41,6 +42,7 @@ from painless_tf import packing
 from painless_tf import pipeline
 from painless_tf import plan as plan_lib
 from painless_tf import precision
+from painless_tf import probes
 from painless_tf import report
 from painless_tf import selection
 from painless_tf import trainers
@@ -95,6 +97,8 @@ def load_data(config):
         test=config.test_data,
         split=config.split,
         seed=config.seed,
+        task=config.task,
+        label_delimiter=config.label_delimiter,
         **{k: v for k, v in read.items()},
     )
     for warning in splits.warnings:
@@ -131,12 +135,14 @@ def prepare(config, *, environment=None, recorded=None):
 
     probe = fits = None
     if environment.platform == "cpu" and config.precision == AUTO:
-        probe = _precision_probe(model_path, num_classes, tokenized["train"],
-                                 _probe_trainer(config))
+        probe = probes.precision_probe(
+            model_path, num_classes, tokenized["train"],
+            functools.partial(probes.probe_trainer(config),
+                              task=splits.task.kind))
     if environment.platform == "gpu" and config.micro_batch_size == AUTO:
         # One real update per candidate size, catching out-of-memory.
         fits = memory.MicroBatchProbe(
-            model_path, make_trainer=_probe_trainer(config))
+            model_path, make_trainer=probes.probe_trainer(config))
     rate_probe = None
     if config.learning_rate == AUTO and config.lr_range_test_steps:
         rate_probe = functools.partial(
@@ -160,7 +166,7 @@ def prepare(config, *, environment=None, recorded=None):
         max_sequence_length=config.max_sequence_length,
         model_max_sequence_length=info.max_sequence_length,
         model_params=info.num_params,
-        model_dims=_dims(info),
+        model_dims=probes.dims(info),
         seed=config.seed,
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
@@ -169,18 +175,20 @@ def prepare(config, *, environment=None, recorded=None):
         num_layers=info.num_layers,
         precision_probe=probe,
         fits_probe=fits,
-        probe_key=_probe_key(model_path, length.max_sequence_length),
+        probe_key=probes.probe_key(model_path, length.max_sequence_length),
         train_lengths=tokenized["train"].lengths,
         longest_text=longest,
         learning_rate_probe=rate_probe,
         recorded=recorded,
         fixed_length=info.fixed_length,
-        class_counts=np.bincount(tokenized["train"].labels, minlength=num_classes),
+        class_counts=_class_counts(splits, tokenized["train"]),
         class_weights=config.class_weights,
         selection_metric=config.selection_metric,
         eval_every_updates=config.eval_every_updates,
         early_stopping_patience=config.early_stopping_patience,
         length_choice=length,
+        task=splits.task.kind,
+        task_reason=splits.task.reason,
     )
     return Prepared(
         config=config,
@@ -190,6 +198,14 @@ def prepare(config, *, environment=None, recorded=None):
         environment=environment,
         model_path=model_path,
     )
+
+
+def _class_counts(splits, train):
+    """Training examples per class id; None for tasks without exclusive
+    classes."""
+    if splits.task.kind != "classification":
+        return None
+    return np.bincount(train.labels, minlength=len(splits.vocab))
 
 
 def _tokenize_splits(config, splits, tokenizer, info):
@@ -228,50 +244,6 @@ def _range_test(plan, *, config, model_path, num_classes, train):
         train=train,
         options=lr_finder.RangeTestOptions(
             num_steps=config.lr_range_test_steps),
-    )
-
-
-def _dims(info):
-    dims = (info.hidden_dim, info.num_layers, info.intermediate_dim,
-            info.num_heads)
-    return plan_lib.ModelDims(*dims) if all(dims) else None
-
-
-def _probe_key(model_path, max_length):
-    digest = hashlib.sha256(os.path.abspath(model_path).encode()).hexdigest()
-    return f"{os.path.basename(os.path.normpath(model_path))}-{digest[:8]}-{max_length}"
-
-
-def _probe_trainer(config):
-    """`model -> trainer` for the probes that run before the plan exists:
-    the run's optimizer, decay and momentum (the update they time or try)."""
-    def auto_none(value):
-        return None if value == AUTO else value
-
-    return functools.partial(
-        trainers.make_trainer,
-        learning_rate=1e-5,
-        optimizer=config.optimizer,
-        weight_decay=auto_none(config.weight_decay),
-        momentum=auto_none(config.momentum),
-        nesterov=config.nesterov,
-    )
-
-
-def _precision_probe(model_path, num_classes, tokenized, make_trainer):
-    """Times a few real updates of the model under each policy."""
-    buckets = pipeline.choose_buckets(
-        tokenized.lengths, max_sequence_length=tokenized.max_sequence_length
-    )
-    batch_size = min(32, tokenized.num_examples)
-    dataset = pipeline.make_dataset(
-        tokenized, global_batch_size=batch_size, buckets=buckets, training=True
-    )
-    x, y, _ = next(iter(dataset))
-    return precision.cpu_precision_probe(
-        lambda: models.load_classifier(model_path, num_classes=num_classes),
-        (x, y),
-        make_trainer=make_trainer,
     )
 
 
@@ -317,8 +289,10 @@ def build_trainer(prepared, strategy):
         )
         trainer = trainers.for_plan(
             classifier, plan, learning_rate=schedule,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                     imbalance.MacroF1(len(prepared.splits.vocab))],
+            metrics=heads.metrics_for(plan.task,
+                                      std=prepared.splits.task.std)
+            + ([imbalance.MacroF1(len(prepared.splits.vocab))]
+               if plan.task == "classification" else []),
         )
         trainer.trainable_stages = stages
         trainer.learning_rate_schedule = schedule
@@ -346,7 +320,8 @@ def datasets(prepared, strategy=None):
 
 
 def predict_ids(trainer, prepared, split):
-    """Class probabilities for a split, in the input order.
+    """Scores for a split, in the input order: class probabilities, label
+    probabilities or standardized values (`heads.scores`).
 
     Runs on this process alone (no collectives), so every worker of a
     multi-worker run can call it.
@@ -371,7 +346,7 @@ def predict_ids(trainer, prepared, split):
     )
     logits = [forward(x).numpy() for x, _, _ in dataset]
     logits = pipeline.restore_order(logits, batch_plan)
-    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    return heads.scores(plan.task, logits)
 
 
 def run_record(config):
@@ -384,10 +359,6 @@ def run_record(config):
 def write_json(path, payload):
     """Writes JSON atomically (see `atomic.write_text`)."""
     atomic.write_json(path, payload, indent=2, sort_keys=True)
-
-
-def accuracy(probabilities, labels):
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
 class Clock:
@@ -432,6 +403,8 @@ def _outputs(plan):
     names = [n for n in model_dir_lib.LAYOUT if n != model_dir_lib.EXPORT]
     if not plan.lr_range_test:
         names.remove(model_dir_lib.LR_PLOT)
+    if plan.task == "classification":
+        names.remove(model_dir_lib.TASK)
     return names
 
 
@@ -774,11 +747,11 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     validation = trainer.evaluate(
         evaluation["validation"], verbose=0, return_dict=True
     )
-    metrics["validation_accuracy"] = float(validation["accuracy"])
-    probabilities = predict_ids(trainer, prepared, "test")
-    metrics["test_accuracy"] = accuracy(
-        probabilities, prepared.splits.test.labels
-    )
+    name = heads.METRIC_NAMES[plan.task]
+    metrics[f"validation_{name}"] = float(validation[name])
+    task, result, test_metrics = evaluation_lib.evaluate_splits(
+        prepared.splits, functools.partial(predict_ids, trainer, prepared))
+    metrics.update(test_metrics)
     metrics.update(monitoring_lib.summarize(()))
     metrics.update(summary or {})
     metrics["peak_flops_source"] = flops.peak_flops_source(
@@ -786,10 +759,8 @@ def _finish(prepared, trainer, evaluation, history, fit_seconds, clock, *,
     )
     metrics["wall_seconds"] = clock.seconds()
     if owner is not None:
-        result = evaluation_lib.classification_report(
-            prepared.splits.test.labels, probabilities.argmax(-1),
-            prepared.splits.vocab.names,
-        )
+        if plan.task != "classification":
+            task.to_json(owner.claim(model_dir_lib.TASK))
         write_json(owner.claim(model_dir_lib.EVALUATION), result)
         write_json(owner.claim(model_dir_lib.METRICS), metrics)
         model_path = owner.claim(model_dir_lib.MODEL)

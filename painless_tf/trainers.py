@@ -11,6 +11,7 @@ update.
 """
 
 from painless_tf import engine
+from painless_tf import heads
 from painless_tf import optimization
 
 
@@ -27,6 +28,7 @@ def make_trainer(
     xla=False,
     fused_update="auto",
     metrics=None,
+    task="classification",
 ):
     """A compiled `engine.Trainer` around `model`.
 
@@ -47,6 +49,8 @@ def make_trainer(
         xla: bool. XLA-compile the micro-step.
         fused_update: bool or "auto". As in `engine.Trainer`.
         metrics: list of keras.metrics.Metric or None. Weighted metrics.
+        task: str. "classification", "multi_label" or "regression": the
+            per-example loss (`heads.loss_for`).
 
     Returns:
         The compiled `engine.Trainer`.
@@ -74,6 +78,7 @@ def make_trainer(
             momentum=momentum,
             nesterov=nesterov,
         ),
+        loss=heads.loss_for(task),
         weighted_metrics=list(metrics) if metrics else None,
     )
     return trainer
@@ -81,8 +86,8 @@ def make_trainer(
 
 def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
              metrics=None):
-    """`make_trainer` with the plan's update: its optimizer, decay,
-    clipping, momentum, accumulation, XLA and fused update.
+    """`make_trainer` with the plan's update: its task's loss, optimizer,
+    decay, clipping, momentum, accumulation, XLA and fused update.
 
     Args:
         model: keras.Model. The classifier.
@@ -106,4 +111,5 @@ def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
         xla=plan.xla,
         fused_update=plan.fused_update,
         metrics=metrics,
+        task=plan.task,
     )

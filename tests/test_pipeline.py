@@ -190,7 +190,9 @@ def test_tokenize_cache_round_trip_and_stale_cache(
     [
         (["good", 3.5], None, "Text column 0 row 1: expected a string"),
         (["good", "bad"], [1], "`labels` must have one entry per text (2)"),
-        (["good", "bad"], [0.5, 1.0], "`labels` must be integer class ids"),
+        # Float labels are regression targets; names are no labels yet.
+        (["good", "bad"], ["pos", "neg"],
+         "`labels` must be integer class ids or float targets"),
         ([], None, "holds no texts"),
         ((("a",), ("b",), ("c",)), None, "one text column, or two"),
     ],

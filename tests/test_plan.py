@@ -990,7 +990,9 @@ def test_table_has_one_line_per_decision_with_its_reason():
         precision_probe=_Probe(float32=1.31, mixed_bfloat16=1.0),
     )
     lines = plan.table().splitlines()
-    assert len(lines) == 26  # 21, the 4 of the weights kept, truncation
+    # 21, the 4 of the weights kept, truncation, and the last: the task
+    assert len(lines) == 27
+    assert lines[-1].split()[:2] == ["task", "classification"]
     assert [line.split()[0] for line in lines][:4] == [
         "strategy",
         "num_workers",

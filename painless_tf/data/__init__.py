@@ -3,7 +3,8 @@
 Everything a user can get wrong in a data file is caught here and reported in
 one line that names the file, the line (and column where it applies), the bad
 value and what to do. Tokenization is not done here: this package hands plain
-strings and integer label ids to the model code.
+strings and labels (class ids, multi-hot rows or standardized targets) to the
+model code.
 
 Sources:
 
@@ -30,6 +31,8 @@ Modules, each importing only the ones above it:
 * `files`: `read_table`: format, decompression and decoding of a file.
 * `rotten_tomatoes`: `rotten_tomatoes_table`, the default data set.
 * `tfds`: `tfds_table`, TFDS data sets.
+* `tasks`: `detect_task` and `TaskSpec`: classification, multi-label or
+  regression from the raw labels, and the labels as arrays for each.
 * `split`: `load_splits` and `Splits`: the label vocabulary of the training
   data and the hash split.
 """
@@ -43,6 +46,9 @@ from painless_tf.data.split import load_splits
 from painless_tf.data.tables import BadRows
 from painless_tf.data.tables import Examples
 from painless_tf.data.tables import RawTable
+from painless_tf.data.tasks import TASKS
+from painless_tf.data.tasks import TaskSpec
+from painless_tf.data.tasks import detect_task
 from painless_tf.data.tfds import tfds_table
 
 __all__ = [
@@ -52,6 +58,9 @@ __all__ = [
     "LabelVocab",
     "RawTable",
     "Splits",
+    "TASKS",
+    "TaskSpec",
+    "detect_task",
     "load_splits",
     "read_table",
     "rotten_tomatoes_table",

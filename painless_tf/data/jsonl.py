@@ -66,7 +66,7 @@ def _parse_jsonl(text, rows):
         else:
             label, why = _json_label(obj[rows.label_column], rows.label_column)
             if why:
-                rows.bad(number, why, "Use a string or an integer label")
+                rows.bad(number, why, "Use a string, a number or a list of strings")
             else:
                 rows.add(number, texts, label)
 
@@ -84,7 +84,13 @@ def _json_label(value, column):
             return "nan", None
         if value.is_integer():
             return str(int(value)), None
-        return None, f"label column {column!r} holds {value!r}, not a class"
+        # A number: a regression target (`data.tasks`).
+        return repr(value), None
+    if isinstance(value, list) and all(
+            isinstance(v, (str, int)) and not isinstance(v, bool)
+            for v in value):
+        # A set of labels (multi-label, `data.tasks`), as in a CSV cell.
+        return json.dumps(value, ensure_ascii=False), None
     return None, f"label column {column!r} holds {_json_type(value)}"
 
 

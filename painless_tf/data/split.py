@@ -20,6 +20,11 @@ from painless_tf.data.labels import _check_num_classes
 from painless_tf.data.labels import _is_int_literal
 from painless_tf.data.tables import Examples
 from painless_tf.data.tables import RawTable
+from painless_tf.data.tasks import TaskSpec
+from painless_tf.data.tasks import detect_task
+from painless_tf.data.tasks import encode_labels
+from painless_tf.data.tasks import label_vocab
+from painless_tf.data.tasks import standardize
 
 _SPLIT_NAMES = ("train", "validation", "test")
 
@@ -32,8 +37,12 @@ class Splits:
         train: `Examples`. Training rows.
         validation: `Examples`. Validation rows (possibly empty).
         test: `Examples`. Test rows (possibly empty).
-        vocab: `LabelVocab`. Maps label names to the ids in `Examples.labels`.
+        vocab: `LabelVocab`. Maps label names to the ids in `Examples.labels`
+            (for regression: one name, the label column's).
         warnings: tuple of str. One-line warnings for people.
+        task: `TaskSpec`. The task and why (`data.tasks`); for regression
+            `Examples.labels` are the targets standardized by its mean and
+            std.
 
     Examples:
 
@@ -51,6 +60,7 @@ class Splits:
     test: Examples
     vocab: LabelVocab
     warnings: tuple[str, ...] = ()
+    task: TaskSpec = TaskSpec("classification")
 
 
 def load_splits(
@@ -67,6 +77,8 @@ def load_splits(
     max_text_bytes: int = 1_000_000,
     num_classes: int | None = None,
     seed: int = 0,
+    task: str = "auto",
+    label_delimiter: str | None = None,
 ) -> Splits:
     """Reads the data and returns train / validation / test examples.
 
@@ -95,6 +107,9 @@ def load_splits(
             from the training labels. With integer labels, ids then equal the
             integers, which must lie in `[0, num_classes)`.
         seed: int. Changes which rows the hash split puts where.
+        task: str. "auto" or one of `data.tasks.TASKS`; see
+            `data.tasks.detect_task`.
+        label_delimiter: str or None. Splits multi-label cells.
 
     Returns:
         A `Splits`.
@@ -134,8 +149,14 @@ def load_splits(
     warnings = [w for table in tables.values() for w in table.warnings]
 
     train_table = tables["train"]
-    vocab = _vocab_for(train_table, num_classes)
-    train_ids = _encode_all(train_table, vocab)
+    spec = detect_task(train_table, task=task, label_delimiter=label_delimiter)
+    classes = spec.kind == "classification"
+    if classes:
+        vocab = _vocab_for(train_table, num_classes)
+        train_ids = _encode_all(train_table, vocab)
+    else:
+        vocab = label_vocab(spec, train_table)
+        train_ids = encode_labels(spec, vocab, train_table)
 
     missing = [role for role in ("validation", "test") if role not in tables]
     fraction_of = dict(zip(_SPLIT_NAMES, fractions))
@@ -157,10 +178,19 @@ def load_splits(
     for role in _SPLIT_NAMES:
         if role not in examples:
             table = tables[role]
-            ids = _encode_all(table, vocab)
+            ids = (_encode_all(table, vocab) if classes
+                   else encode_labels(spec, vocab, table))
             examples[role] = _subset(table, ids, range(len(table)))
 
-    _check_training_classes(train_table, examples["train"], vocab, missing)
+    if classes:
+        _check_training_classes(train_table, examples["train"], vocab, missing)
+    spec = standardize(spec, examples["train"].labels, train_table.source)
+    if spec.kind == "regression":
+        examples = {
+            role: dataclasses.replace(
+                e, labels=(e.labels - spec.mean) / spec.std)
+            for role, e in examples.items()
+        }
     for role in missing:
         if kept[role] > 0 and not examples[role]:
             warnings.append(
@@ -168,16 +198,17 @@ def load_splits(
                 f"{len(train_table)} rows are too few for split={split}. "
                 f"Add rows or pass a --{role} file."
             )
-    if missing:
+    if missing and classes:
         absent = set(range(len(vocab))) - set(examples["train"].labels.tolist())
-        present = set(train_ids)
+        present = set(train_ids.tolist())
         for i in sorted(absent & present):
             warnings.append(
                 f"{train_table.source}: label {vocab.names[i]!r} has no rows "
                 "in the training split (all went to validation/test). Add "
                 "rows with it or change --seed."
             )
-    if vocab._integer and not vocab._dense and num_classes is None:
+    if (classes and vocab._integer and not vocab._dense
+            and num_classes is None):
         warnings.append(
             f"{train_table.source}: integer labels {_preview(vocab.names)} "
             f"are not 0..{len(vocab) - 1}; they get ids 0..{len(vocab) - 1} in "
@@ -189,6 +220,7 @@ def load_splits(
         test=examples["test"],
         vocab=vocab,
         warnings=tuple(warnings),
+        task=spec,
     )
 
 
@@ -253,19 +285,19 @@ def _vocab_for(table, num_classes):
 
 
 def _encode_all(table, vocab):
-    return [
+    return np.array([
         vocab.encode(
             label, where=f"{table.source} {table.row_name} {line}"
         )
         for label, line in zip(table.labels, table.lines)
-    ]
+    ], np.int32)
 
 
 def _subset(table, ids, rows):
     rows = list(rows)
     return Examples(
         texts=tuple(tuple(column[r] for r in rows) for column in table.texts),
-        labels=np.array([ids[r] for r in rows], dtype=np.int32),
+        labels=np.asarray(ids)[np.array(rows, np.int64)],
         lines=tuple(table.lines[r] for r in rows),
         source=table.source,
     )

@@ -112,7 +112,9 @@ class Examples:
     Args:
         texts: tuple of tuples of str. One inner tuple per text column (1
             column, or 2 for sentence pairs), each of length n.
-        labels: np.ndarray. int32 label ids, shape `[n]`; read-only.
+        labels: np.ndarray. int32 label ids `[n]`; or float32 targets
+            `[n]` (regression) or multi-hot `[n, K]` (multi-label);
+            read-only.
         lines: tuple of int. The source line (or example number) of each row.
         source: str. The file name, or `"name[split]"` for TFDS.
 
@@ -130,7 +132,9 @@ class Examples:
     source: str
 
     def __post_init__(self):
-        labels = np.array(self.labels, dtype=np.int32)
+        labels = np.asarray(self.labels)
+        floats = labels.dtype.kind == "f"
+        labels = np.array(labels, dtype=np.float32 if floats else np.int32)
         labels.flags.writeable = False
         object.__setattr__(self, "labels", labels)
         object.__setattr__(
@@ -143,7 +147,9 @@ class Examples:
                 f"Received: {len(self.texts)} columns"
             )
         n = len(self.lines)
-        if labels.shape != (n,) or any(len(c) != n for c in self.texts):
+        if (labels.shape[:1] != (n,) or labels.ndim > 2
+                or (labels.ndim == 2 and not floats)
+                or any(len(c) != n for c in self.texts)):
             raise ValueError(
                 "`texts` columns, `labels` and `lines` must all have length "
                 f"n. Received: texts={[len(c) for c in self.texts]}, "

@@ -25,6 +25,7 @@ from painless_tf.export.formats import _check_positive
 from painless_tf.export.reading import _keras_model_dir
 from painless_tf.export.reading import _load_model_dir
 from painless_tf.export.reading import _model_dir_text_columns
+from painless_tf.export.reading import model_dir_task
 from painless_tf.export.saved_model import _activation
 from painless_tf.export.saved_model import _preprocess
 
@@ -44,6 +45,11 @@ class Predictor:
             None) to float32 probabilities `[n, C]`; called with at most
             `batch_size` rows.
         batch_size: int. Rows per call of `predict_batch`.
+        task: `data.TaskSpec` or None. A Keras model dir's task: for
+            "multi_label" the scores are label probabilities (sigmoid; the
+            tuned thresholds are in `task.thresholds`), for "regression"
+            one value per row in the target's units `[N, 1]`; None (or
+            classification): class probabilities.
 
     Examples:
 
@@ -61,6 +67,7 @@ class Predictor:
     num_text_columns: int
     predict_batch: Callable
     batch_size: int = 32
+    task: object = None
 
     def __call__(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None
@@ -174,7 +181,7 @@ def load_predictor(
         columns = num_text_columns or _model_dir_text_columns(path) or 1
         return _keras_predictor(
             classifier, vocab, path=path, num_text_columns=columns,
-            batch_size=batch_size,
+            batch_size=batch_size, task=model_dir_task(path),
         )
     metadata = _read_metadata(os.path.dirname(path), path)
     columns = metadata["num_text_columns"]
@@ -206,7 +213,7 @@ def load_predictor(
 
 
 def _keras_predictor(classifier, vocab, *, path, num_text_columns,
-                     batch_size):
+                     batch_size, task):
     activation = _activation(classifier)
     preprocessor = classifier.preprocessor
     model_inputs = set(classifier.backbone.input.keys())
@@ -223,6 +230,10 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
         if pairs is not None:
             inputs.append(tf.constant(pairs, tf.string))
         scores = forward(*inputs)
+        if task.kind == "multi_label":
+            return tf.sigmoid(scores).numpy()
+        if task.kind == "regression":
+            return task.destandardize(scores.numpy()).astype(np.float32)
         if activation != "softmax":
             scores = tf.nn.softmax(scores)
         return scores.numpy()
@@ -230,7 +241,7 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
     return Predictor(
         kind="keras", path=path, label_names=tuple(vocab.names),
         num_text_columns=num_text_columns, predict_batch=predict_batch,
-        batch_size=batch_size,
+        batch_size=batch_size, task=task,
     )
 
 

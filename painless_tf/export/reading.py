@@ -65,6 +65,18 @@ def _load_model_dir(model_dir, quantize=None):
     return classifier, vocab
 
 
+def model_dir_task(path):
+    """The `data.TaskSpec` of a trained model dir (its `task.json`;
+    classification without one, or for a path that is no model dir)."""
+    found = _keras_model_dir(os.path.abspath(os.fspath(path)))
+    if found is None:
+        return data_lib.TaskSpec("classification")
+    try:
+        return data_lib.TaskSpec.from_json(os.path.join(found[0], "task.json"))
+    except data_lib.DataError as e:
+        raise ExportError(str(e)) from None
+
+
 def _quantize_int8(classifier):
     # `TextClassifier.quantize` also visits the preprocessor, whose tokenizer
     # is never "built" and makes Keras refuse; the weights all live in the

@@ -34,6 +34,7 @@ from painless_tf.export.measure import _measure
 from painless_tf.export import token_ids as token_ids_lib
 from painless_tf.export.reading import _keras_model_dir
 from painless_tf.export.reading import _load_model_dir
+from painless_tf.export.reading import model_dir_task
 from painless_tf.export.reading import _model_dir_text_columns
 from painless_tf.export.reading import recorded_text_columns
 from painless_tf.export.saved_model import _write_saved_model
@@ -94,6 +95,7 @@ def export_model(
     """
     options = options or ExportOptions()
     model_dir = os.path.abspath(os.fspath(model_dir))
+    _check_classification(model_dir)
     classifier, vocab = _load_model_dir(model_dir)
     num_text_columns = _decide_text_columns(
         num_text_columns, _model_dir_text_columns(model_dir), test,
@@ -127,6 +129,17 @@ def export_model(
         logging.warning("export: skipped %s: %s", name, reason)
     logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
     return report
+
+
+def _check_classification(model_dir):
+    # The artifacts end in a softmax over classes; a multi-label or
+    # regression head needs other outputs, which the export does not write.
+    task = model_dir_task(model_dir).kind
+    if task != "classification":
+        raise ExportError(
+            f"--model_dir={model_dir} holds a {task} model; the export "
+            "writes classifiers only. Use apps.predict or apps.evaluate on "
+            "the model dir itself.")
 
 
 def _export_into(model_dir, target, classifier, vocab, num_text_columns,

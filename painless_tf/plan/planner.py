@@ -110,6 +110,8 @@ def make_plan(
     eval_every_updates: int | str = AUTO,
     early_stopping_patience: int | str = AUTO,
     length_choice: LengthChoice | None = None,
+    task: str = "classification",
+    task_reason: str | None = None,
 ) -> Plan:
     """Decides everything about a fine-tuning run for `environment`.
 
@@ -198,6 +200,9 @@ def make_plan(
             longer than 1,000 updates, 4 times each.
         early_stopping_patience: int | "auto". Validations without
             improvement before training stops (0: never); "auto" is 2.
+        task: str. "classification", "multi_label" or "regression", as
+            `data.tasks.detect_task` decided it from the labels.
+        task_reason: str | None. Why (`TaskSpec.reason`).
 
     Returns:
         The `Plan`.
@@ -354,14 +359,15 @@ def make_plan(
         "global-norm clipping, BERT recipe" if clip_norm == 1.0 else "set by user"
     )
     reasons["seed"] = "default" if seed == 0 else "set by user"
+    reasons["task"] = task_reason or "default"
     (reasons["trainable_layers"], reasons["unfreeze"]) = _decide_freezing(
         trainable_layers, unfreeze, num_layers, epochs
     )
 
     class_weights, reasons["class_weights"] = _decide_class_weights(
-        class_weights, class_counts)
+        class_weights, class_counts, task)
     selection_metric, reasons["selection_metric"] = _decide_selection_metric(
-        selection_metric, class_counts)
+        selection_metric, class_counts, task)
     eval_every_updates, reasons["eval_every_updates"] = _decide_eval_every(
         eval_every_updates, steps_per_epoch)
     early_stopping_patience, reasons["early_stopping_patience"] = (
@@ -400,6 +406,7 @@ def make_plan(
         selection_metric=selection_metric,
         eval_every_updates=eval_every_updates,
         early_stopping_patience=early_stopping_patience,
+        task=task,
         reasons=reasons,
     )
     if not rate_is_auto:

@@ -59,6 +59,7 @@ _DECISIONS = (
     "selection_metric",
     "eval_every_updates",
     "early_stopping_patience",
+    "task",
 )
 
 
@@ -121,6 +122,8 @@ class Plan:
             epochs; 0: at epoch ends only.
         early_stopping_patience: int. Validations without improvement of
             `selection_metric` before training stops; 0: never.
+        task: str. "classification", "multi_label" or "regression"
+            (`data.tasks.detect_task`): the head's loss and metrics.
         lr_range_test: Mapping. The LR range test behind an automatic
             learning rate (`lr_finder.RangeTestResult.to_dict()`); empty
             when the rate was not searched.
@@ -172,6 +175,8 @@ class Plan:
     truncation: str = "head"
     truncation_head: int = 0
     truncation_tail: int = 0
+    # A plan written before this field is a classifier's.
+    task: str = "classification"
     lr_range_test: Mapping = dataclasses.field(default_factory=dict)
     reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -189,6 +194,8 @@ class Plan:
         _check_momentum(self.optimizer, self.momentum, self.nesterov,
                         lambda name, value: f"{name}={value!r}")
         _check_choice("schedule", self.schedule, ("linear",))
+        _check_choice("task", self.task,
+                      ("classification", "multi_label", "regression"))
         for name in (
             "num_replicas",
             "num_workers",

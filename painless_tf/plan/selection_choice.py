@@ -21,6 +21,12 @@ from painless_tf.plan.checks import PlanError
 IMBALANCE_RATIO = 3.0
 CLASS_WEIGHTS = (AUTO, "none", "balanced")
 SELECTION_METRICS = (AUTO, "accuracy", "macro_f1", "loss")
+# The validation metrics each task logs (`heads.metrics_for`), besides loss.
+TASK_SELECTION_METRICS = {
+    "classification": SELECTION_METRICS,
+    "multi_label": (AUTO, "binary_accuracy", "loss"),
+    "regression": (AUTO, "mae", "loss"),
+}
 # An epoch longer than this many updates is also validated within itself.
 LONG_EPOCH_UPDATES = 1000
 VALIDATIONS_PER_LONG_EPOCH = 4
@@ -36,8 +42,10 @@ def class_ratio(class_counts):
     return max(present) / min(present)
 
 
-def _decide_class_weights(requested, class_counts):
+def _decide_class_weights(requested, class_counts, task="classification"):
     """Returns (class weights as a tuple of floats, or None; reason).
+
+    Only single-label classification has classes to weigh.
 
     Examples:
     >>> weights, why = _decide_class_weights("auto", [90, 10])
@@ -51,6 +59,13 @@ def _decide_class_weights(requested, class_counts):
             f"--class_weights={requested!r} is not one of "
             f"{', '.join(CLASS_WEIGHTS)}. Pass --class_weights=auto."
         )
+    if task != "classification":
+        if requested == "balanced":
+            raise PlanError(
+                f"--class_weights=balanced needs single-label classes; this "
+                f"is a {task} task. Pass --class_weights=auto."
+            )
+        return None, f"{task}: no exclusive classes to weigh"
     ratio = class_ratio(class_counts)
     if requested == "none":
         return None, "set by user: every example weighs 1"
@@ -76,16 +91,32 @@ def _decide_class_weights(requested, class_counts):
     )
 
 
-def _decide_selection_metric(requested, class_counts):
+def _decide_selection_metric(requested, class_counts, task="classification"):
     """Returns (metric name as in the validation logs without `val_`,
-    reason)."""
-    if requested not in SELECTION_METRICS:
+    reason).
+
+    Examples:
+    >>> _decide_selection_metric("auto", None, "regression")[0]
+    'loss'
+    """
+    allowed = TASK_SELECTION_METRICS[task]
+    if requested not in allowed:
         raise PlanError(
             f"--selection_metric={requested!r} is not one of "
-            f"{', '.join(SELECTION_METRICS)}. Pass --selection_metric=auto."
+            f"{', '.join(allowed)} for a {task} task. Pass "
+            "--selection_metric=auto."
         )
     if requested != AUTO:
         return requested, "set by user"
+    if task == "multi_label":
+        return "loss", (
+            "multi_label: the validation loss, which needs no threshold "
+            "(the thresholds are tuned after training)"
+        )
+    if task == "regression":
+        return "loss", (
+            "regression: the validation squared error on standardized targets"
+        )
     ratio = class_ratio(class_counts)
     if ratio is not None and ratio > IMBALANCE_RATIO:
         return "macro_f1", (

@@ -1,0 +1,291 @@
+"""Task types: detection from the labels, the engine's exactness with the
+multi-label and regression losses, and whole runs with evaluate and predict.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tiny
+from painless_tf import data
+from painless_tf import evaluation
+from painless_tf import export
+from painless_tf import hardware
+from painless_tf import heads
+from painless_tf import pipeline
+from painless_tf import run
+from painless_tf.engine import Trainer
+
+
+def _table(labels, source="train.csv"):
+    return data.RawTable(
+        source=source, text_columns=("text",), label_column="label",
+        texts=(tuple(f"text {i}" for i in range(len(labels))),),
+        labels=tuple(labels), lines=range(2, 2 + len(labels)))
+
+
+# === Detection ===
+
+@pytest.mark.parametrize("labels,options,task,reason", [
+    (['["sports", "politics"]', '["sports"]'], {}, "multi_label", "lists"),
+    (["sports,politics", "sports"], {"label_delimiter": ","}, "multi_label",
+     "--label_delimiter"),
+    (["0.5", "1", "2.25"], {}, "regression", "non-integer"),
+    ([str(i) for i in range(30)], {}, "regression", "30 distinct"),
+    (["1", "2", "3", "1"], {}, "classification", "one class per row"),
+    (["0.5", "1.5"], {"task": "classification"}, "classification",
+     "set by user"),
+    (["1", "2"], {"task": "regression"}, "regression", "set by user"),
+])
+def test_detects_the_task_and_says_why(labels, options, task, reason):
+    spec = data.detect_task(_table(labels), **options)
+    assert spec.kind == task and reason in spec.reason, spec
+
+
+@pytest.mark.parametrize("labels,options,expected", [
+    (["1.5", "good"], {"task": "regression"},
+     ["train.csv line 3", "--task=regression", "--task=classification"]),
+    (["a", "b"], {"task": "regression", "label_delimiter": ","},
+     ["--label_delimiter", "--task=multi_label"]),
+    (['["a", "b"]', '["a", {"x": 1}]'], {},
+     ["train.csv line 3", "JSON list"]),
+])
+def test_a_contradiction_is_one_line_with_the_fix(labels, options, expected):
+    with pytest.raises(data.DataError) as error:
+        data.detect_task(_table(labels), **options)
+    message = str(error.value)
+    assert "\n" not in message
+    for part in expected:
+        assert part in message, message
+
+
+def test_jsonl_arrays_and_numbers_are_labels(tmp_path):
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": f"t {i}", "label": ["a", "b"][: 1 + i % 2]}
+            for i in range(6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = data.load_splits(train=str(path), split=(1.0, 0.0, 0.0))
+    assert splits.task.kind == "multi_label"
+    assert splits.vocab.names == ("a", "b")
+    assert splits.train.labels.dtype == np.float32
+    assert splits.train.labels.tolist() == [
+        [1, 0], [1, 1], [1, 0], [1, 1], [1, 0], [1, 1]]
+    path.write_text("".join(json.dumps({"text": f"t {i}", "label": i / 4})
+                            + "\n" for i in range(8)))
+    splits = data.load_splits(train=str(path), split=(1.0, 0.0, 0.0))
+    assert splits.task.kind == "regression"
+    # Standardized by the training targets' mean and std.
+    targets = np.arange(8) / 4
+    assert splits.task.mean == pytest.approx(targets.mean())
+    assert splits.task.std == pytest.approx(targets.std())
+    assert np.mean(splits.train.labels) == pytest.approx(0.0, abs=1e-6)
+    assert np.std(splits.train.labels) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_unseen_validation_label_names_its_line(tmp_path):
+    train = tiny.write_csv(tmp_path / "train.csv",
+                           [("good", '["a", "b"]'), ("bad", '["b"]')])
+    held = tiny.write_csv(tmp_path / "dev.csv", [("fun", '["a"]'),
+                                                  ("dull", '["c"]')])
+    with pytest.raises(data.DataError, match=r"dev.csv line 3: label 'c'"):
+        data.load_splits(train=train, validation=held, test=held)
+
+
+# === Pipeline and engine ===
+
+def _tokenized(labels):
+    n = len(labels)
+    lengths = np.full(n, 3, np.int32)
+    return pipeline.TokenizedExamples(
+        token_ids=np.tile(np.array([2, 6, 3], np.int32), n),
+        segment_ids=np.zeros(3 * n, np.int8), lengths=lengths,
+        labels=np.asarray(labels, np.float32), cls_token_id=2,
+        sep_token_id=3, pad_token_id=0, max_sequence_length=8)
+
+
+@pytest.mark.parametrize("labels", [
+    [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]], [0.5, -1.25, 2.0]])
+def test_batches_carry_float_labels_and_filler_rows_weigh_nothing(labels):
+    dataset = pipeline.make_dataset(_tokenized(labels), global_batch_size=4,
+                                    buckets=(8,), training=False)
+    _, y, w = next(iter(dataset))
+    assert y.dtype.name == "float32"
+    np.testing.assert_array_equal(y.numpy()[:3], np.asarray(labels))
+    np.testing.assert_array_equal(y.numpy()[3], np.zeros_like(y.numpy()[3]))
+    assert w.numpy().tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def _train(task, y, k, batch):
+    keras.utils.set_random_seed(7)
+    x, _, w = tiny.token_batch(24)
+    outputs = 1 if task == "regression" else y.shape[1]
+    trainer = Trainer(tiny.tiny_classifier(outputs), accumulation_steps=k)
+    trainer.compile(optimizer=tiny.optimizer("sgd"),
+                    loss=heads.loss_for(task),
+                    weighted_metrics=heads.metrics_for(task))
+    trainer.fit(tiny.dataset(x, y, w, batch), epochs=2, verbose=0)
+    return tiny.weights_of(trainer.model)
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_accumulated_micro_batches_equal_one_big_batch(task):
+    rng = np.random.default_rng(3)
+    y = (rng.random((24, 3)) < 0.4).astype("float32") if task == (
+        "multi_label") else rng.normal(size=24).astype("float32")
+    big = _train(task, y, k=1, batch=8)
+    accumulated = _train(task, y, k=4, batch=8)
+    moved = tiny.max_abs_diff(big, _train(task, y, k=1, batch=24))
+    assert tiny.max_abs_diff(big, accumulated) <= 1e-6
+    assert moved > 1e-4  # the comparison can tell batches apart
+
+
+def test_losses_match_their_definitions():
+    logits = np.array([[2.0, -1.0], [0.5, 3.0]], "float32")
+    y = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    p = 1 / (1 + np.exp(-logits.astype("float64")))
+    expected = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=-1)
+    np.testing.assert_allclose(
+        heads.loss_for("multi_label")(y, logits), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        heads.loss_for("regression")(np.array([1.0, 2.0]),
+                                     np.array([[1.5], [0.0]])), [0.25, 4.0])
+
+
+def test_thresholds_and_reports():
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], "float32")
+    p = np.array([[0.3, 0.9], [0.35, 0.8], [0.1, 0.7], [0.2, 0.95]])
+    thresholds = evaluation.tune_thresholds(y, p)
+    # Label 0: 0.3 and 0.35 are positives, 0.1 and 0.2 not.
+    assert 0.2 < thresholds[0] < 0.3
+    report = evaluation.multilabel_report(y, p, ["a", "b"], thresholds)
+    assert report["per_class"][0]["f1"] == 1.0
+    regression = evaluation.regression_report([1, 2, 3, 4], [2, 1, 4, 3])
+    assert regression["mae"] == 1.0 and regression["rmse"] == 1.0
+    assert regression["spearman"] == pytest.approx(0.6)
+
+
+# === Whole runs ===
+
+LABEL_OF = {"good": "pos", "great": "pos", "fun": "fun", "funny": "fun",
+            "bad": "neg", "awful": "neg"}
+
+
+def _multi_label_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        words = list(rng.choice(list(LABEL_OF), rng.integers(1, 4)))
+        words += list(rng.choice(tiny.FILLER, rng.integers(0, 3)))
+        rng.shuffle(words)
+        names = sorted({LABEL_OF[w] for w in words if w in LABEL_OF})
+        rows.append((" ".join(words), json.dumps(names)))
+    return rows
+
+
+def _regression_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        good = int(rng.integers(0, 4))
+        words = ["good"] * good + list(rng.choice(tiny.FILLER, 3 - good + 1))
+        rng.shuffle(words)
+        rows.append((" ".join(words), f"{2.5 * good + 1.0:.2f}"))
+    return rows
+
+
+@pytest.fixture(scope="module", params=["multi_label", "regression"])
+def finished(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    os.environ["PAINLESS_TF_CACHE"] = str(root / "cache")
+    rows = (_multi_label_rows if request.param == "multi_label"
+            else _regression_rows)
+    config = run.RunConfig(
+        model=tiny.write_preset(root / "preset"),
+        train_data=tiny.write_csv(root / "train.csv", rows(240)),
+        epochs=6, global_batch_size=16, precision="float32",
+        learning_rate="0.005", lr_range_test_steps=0, fused_update="false",
+        model_dir=str(root / "run"),
+    )
+    prepared = run.prepare(config, environment=hardware.Environment())
+    metrics = run.fit_and_save(prepared)
+    return request.param, root, config.model_dir, metrics
+
+
+def test_the_run_records_the_task_and_learns_it(finished):
+    task, _, model_dir, metrics = finished
+    with open(os.path.join(model_dir, "plan.json")) as f:
+        plan = json.load(f)
+    assert plan["task"] == task
+    assert "set by user" not in plan["reasons"]["task"]
+    with open(os.path.join(model_dir, "task.json")) as f:
+        spec = json.load(f)
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        result = json.load(f)
+    assert result["task"] == task
+    if task == "multi_label":
+        assert len(spec["thresholds"]) == 3
+        assert metrics["test_micro_f1"] == result["micro_f1"]
+        assert result["thresholds"] == spec["thresholds"]
+        assert sum(c["support"] for c in result["per_class"]) > 0
+        assert "validation_binary_accuracy" in metrics
+    else:
+        assert spec["std"] > 0 and 1.0 < spec["mean"] < 8.5
+        assert metrics["test_pearson"] > 0.8, metrics
+        assert metrics["test_rmse"] < 2.5 * 0.8, metrics
+        assert "validation_mae" in metrics
+    with open(os.path.join(model_dir, "report.html")) as f:
+        assert "Test split" in f.read()
+
+
+def _app(module, *args):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=root,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_evaluate_and_predict_on_the_model_dir(finished):
+    task, root, model_dir, metrics = finished
+    rows = (_multi_label_rows if task == "multi_label"
+            else _regression_rows)(40, seed=5)
+    held_out = tiny.write_csv(root / "held_out.csv", rows)
+    _app("apps.evaluate", f"--model_dir={model_dir}", f"--data={held_out}",
+         f"--output={root / 'eval.json'}")
+    with open(root / "eval.json") as f:
+        result = json.load(f)
+    assert result["num_examples"] == 40
+    texts = root / "texts.txt"
+    texts.write_text("good great fun\nthe plot\ngood good good film\n")
+    out = [json.loads(line) for line in _app(
+        "apps.predict", f"--model_dir={model_dir}",
+        f"--input={texts}").splitlines()]
+    assert [r["text"] for r in out] == [
+        "good great fun", "the plot", "good good good film"]
+    if task == "multi_label":
+        assert result["labels"] == ["fun", "neg", "pos"]
+        with open(os.path.join(model_dir, "task.json")) as f:
+            thresholds = json.load(f)["thresholds"]
+        for row in out:
+            # The labels above their tuned thresholds, and only those (the
+            # printed probabilities are rounded to 6 digits).
+            for name, t in zip(result["labels"], thresholds):
+                p = row["probabilities"][name]
+                if abs(p - t) > 1e-5:
+                    assert (name in row["labels"]) == (p > t), row
+    else:
+        assert result["pearson"] > 0.8, result
+        # In the target's units (std 2.7): three "good" score well above
+        # none, by more than a standardized output would differ.
+        assert out[2]["value"] > out[1]["value"] + 2.0, out
+    with pytest.raises(export.ExportError, match=f"holds a {task} model"):
+        export.export_model(model_dir)
