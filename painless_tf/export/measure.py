@@ -27,6 +27,7 @@ from painless_tf.export.predictors import _cpu_count
 from painless_tf.export.predictors import _keras_predictor
 from painless_tf.export.predictors import load_predictor
 from painless_tf.export.reading import _load_model_dir
+from painless_tf.export.reading import model_dir_task
 from painless_tf.export.saved_model import _preprocess
 from painless_tf.export.tflite_graph import _tflite_inputs
 from painless_tf.export.tflite_graph import _tflite_tokenize_fn
@@ -49,9 +50,10 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
     """
     threads = options.num_threads or _cpu_count()
     batch = options.latency_batch_size
+    task = model_dir_task(model_dir)
     predictors = {"keras": _keras_predictor(
         classifier, vocab, path=model_dir, num_text_columns=num_text_columns,
-        batch_size=batch,
+        batch_size=batch, task=task,
     )}
     rows = {"keras": {
         "size_bytes": _size(os.path.join(model_dir, "model")),
@@ -61,7 +63,7 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
         quantized, _ = _load_model_dir(model_dir, quantize="int8")
         predictors["keras_int8"] = _keras_predictor(
             quantized, vocab, path=model_dir,
-            num_text_columns=num_text_columns, batch_size=batch,
+            num_text_columns=num_text_columns, batch_size=batch, task=task,
         )
         rows["keras_int8"] = {
             "size_bytes": None, "weight_bytes": _weight_bytes(quantized)
