@@ -133,7 +133,8 @@ class Trainer(keras.Model):
                         ).prefetch(tf.data.AUTOTUNE)
 
     def call(self, inputs, training=False):
-        outputs = self.model(inputs, training=training)
+        outputs = self.model(_model_inputs(self.model, inputs),
+                             training=training)
         return tf.nest.map_structure(lambda t: ops.cast(t, "float32"), outputs)
 
     def compile(
@@ -518,3 +519,19 @@ def _broadcast_weight(sample_weight, values):
     while len(weight.shape) < len(values.shape):
         weight = ops.expand_dims(weight, -1)
     return ops.broadcast_to(weight, ops.shape(values))
+
+
+def _model_inputs(model, inputs):
+    """`inputs` without the keys the model does not take.
+
+    The pipeline's batches carry `token_ids`, `segment_ids` and
+    `padding_mask`; a functional model whose inputs are fewer (RoFormer-v2
+    takes no padding mask) would match a larger dict by position, in sorted
+    key order, and read the padding mask as its segment ids.
+    """
+    names = getattr(model, "input", None)
+    if not isinstance(inputs, dict) or not isinstance(names, dict):
+        return inputs
+    if set(inputs) <= set(names):
+        return inputs
+    return {k: v for k, v in inputs.items() if k in names}

@@ -24,8 +24,10 @@ import tiny
 from apps import finetune
 from painless_tf import data
 from painless_tf import export
+from painless_tf import models
 from painless_tf import pipeline
 from painless_tf import run
+from painless_tf.engine import Trainer
 
 FLAGS = flags.FLAGS
 FLAGS.mark_as_parsed()
@@ -302,3 +304,21 @@ def test_export_every_family(family, tmp_path):
 def _exported(model_dir):
     with open(model_dir / "export" / export.METADATA_FILE) as f:
         return json.load(f)["artifacts"]
+
+
+def test_the_trainer_feeds_a_model_only_its_own_inputs(tmp_path):
+    """RoFormer-v2 takes no padding mask. The pipeline's batches have one,
+    and Keras matches a larger dict by position (sorted keys), which would
+    read the padding mask as segment ids; the Trainer drops the extra key."""
+    preset = families.write_preset("roformer_v2", tmp_path / "preset")
+    classifier = models.load_classifier(preset, num_classes=2)
+    assert "padding_mask" not in classifier.input
+    x, _, _ = tiny.token_batch(4, seq=16)
+    x["segment_ids"] = x["segment_ids"] + 1 - x["padding_mask"]  # not all 0
+    expected = classifier({k: x[k] for k in classifier.input}, training=False)
+    got = Trainer(classifier)(x, training=False)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # The whole batch fed to the model itself gives other outputs.
+    shifted = classifier(x, training=False)
+    assert not np.allclose(shifted, expected, atol=1e-6)
+
