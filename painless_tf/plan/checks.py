@@ -44,6 +44,18 @@ def _positive_int(value, flag):
     return value
 
 
+def _non_negative_int(value, flag):
+    # String flags that also take "auto" deliver numbers as text.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlanError(
+            f"--{flag}={value!r} must be auto or an integer >= 0. Pass "
+            f"--{flag}=auto."
+        )
+    return value
+
+
 def _positive_float(value, flag, example):
     number = None
     if isinstance(value, str):

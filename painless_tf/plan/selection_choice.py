@@ -16,6 +16,7 @@ import math
 
 from painless_tf.plan.checks import AUTO
 from painless_tf.plan.checks import PlanError
+from painless_tf.plan.checks import _non_negative_int
 
 # Largest / smallest class count above which the classes count as skewed.
 IMBALANCE_RATIO = 3.0
@@ -124,17 +125,6 @@ def _decide_selection_metric(requested, class_counts, task="classification"):
             f"{IMBALANCE_RATIO:g}): macro-F1 sees the small classes"
         )
     return "accuracy", "balanced classes: validation accuracy"
-
-
-def _non_negative_int(value, flag):
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PlanError(
-            f"--{flag}={value!r} must be auto or an integer >= 0. Pass "
-            f"--{flag}=auto."
-        )
-    return value
 
 
 def _decide_patience(requested):
