@@ -74,7 +74,8 @@ def load_classifier(
         model: str. A `--model` value: `"default"`, a keras-hub preset name,
             a `kaggle://` or `hf://` handle, a keras-hub preset folder or a
             Hugging Face folder (see the module docstring).
-        num_classes: int. Number of classes of the head, at least 2.
+        num_classes: int. Number of outputs of the head: classes, labels of a
+            multi-label task, or 1 for regression.
         sequence_length: int or None. Length the preprocessor pads and
             truncates to; `None` keeps the preset's own, capped at the
             backbone's `max_sequence_length`.

@@ -353,7 +353,7 @@ def test_misspelled_preset_name_suggests_the_right_one():
 
 
 @pytest.mark.parametrize("kwargs, flag", [
-    ({"num_classes": 1}, "num_classes"),
+    ({"num_classes": 0}, "num_classes"),
     ({"num_classes": 2, "sequence_length": 0}, "--max_sequence_length=0"),
     ({"num_classes": 2, "dropout": 1.5}, "--dropout=1.5"),
 ])
