@@ -68,6 +68,18 @@ class TextTokens:
     def num_columns(self) -> int:
         return len(self.values)
 
+    def rows(self, start: int, stop: int) -> "TextTokens":
+        """The `TextTokens` of rows `start` to `stop` (exclusive)."""
+        values = []
+        for column, kept in zip(self.values, self.kept):
+            offsets = np.concatenate([[0], np.cumsum(kept, dtype=np.int64)])
+            values.append(column[offsets[start]:offsets[stop]])
+        return dataclasses.replace(
+            self, values=tuple(values),
+            kept=tuple(kept[start:stop] for kept in self.kept),
+            full_lengths=self.full_lengths[start:stop],
+            labels=None if self.labels is None else self.labels[start:stop])
+
 
 def tokenize_texts(examples, tokenizer, *, keep: int, labels=None
                    ) -> TextTokens:
@@ -107,7 +119,10 @@ def tokenize_texts(examples, tokenizer, *, keep: int, labels=None
         tf.data.Dataset.from_tensor_slices(
             tuple(np.asarray(column, dtype=object) for column in columns))
         .batch(_TOKENIZE_BATCH_SIZE)
-        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+        # Traced without autograph, as the packing below: keras-hub's
+        # tokenizers have no tensor-dependent Python control flow.
+        .map(tf.autograph.experimental.do_not_convert(tokenize),
+             num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     parts = [[] for _ in range(3 * len(columns))]
@@ -155,7 +170,7 @@ def pack(texts: TextTokens, tokenizer, *, max_sequence_length: int,
     cuts_tail = truncation.cuts_tail(texts.num_columns)
     positions = tf.range(1, max_sequence_length + 1)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def pack_batch(*segments):
         if cuts_tail:
             segments = (truncation_lib.cut(

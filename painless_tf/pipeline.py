@@ -155,6 +155,19 @@ class TokenizedExamples:
         np.cumsum(self.lengths[:-1], out=offsets[1:])
         return offsets
 
+    def rows(self, start: int, stop: int) -> "TokenizedExamples":
+        """The examples `start` to `stop` (exclusive), as their own set."""
+        ends = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+        tokens = slice(ends[start], ends[stop])
+
+        def part(array):
+            return None if array is None else array[start:stop]
+
+        return dataclasses.replace(
+            self, token_ids=self.token_ids[tokens],
+            segment_ids=self.segment_ids[tokens], lengths=self.lengths[start:stop],
+            labels=part(self.labels), full_lengths=part(self.full_lengths))
+
 
 def tokenize(
     examples,

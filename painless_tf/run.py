@@ -49,6 +49,8 @@ from painless_tf import trainers
 from painless_tf import truncation as truncation_lib
 
 AUTO = plan_lib.AUTO
+# The splits of a run, in the order their rows are tokenized.
+_SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +213,11 @@ def _class_counts(splits, train):
 def _tokenize_splits(config, splits, tokenizer, info):
     """Tokenizes every split once, chooses the length from the training
     texts' untruncated lengths (`plan.choose_length`) and packs every split
-    at it: (split name -> `TokenizedExamples`, `plan.LengthChoice`)."""
+    at it: (split name -> `TokenizedExamples`, `plan.LengthChoice`).
+
+    The splits go through the tokenizer and the packer together, as one set
+    of rows cut apart afterwards: each pass traces its TensorFlow functions
+    once, not once per split."""
     requested = config.max_sequence_length
     requested = requested if requested == AUTO else int(requested)
     # A length the model cannot take fails here, before any tokenizing.
@@ -219,19 +225,40 @@ def _tokenize_splits(config, splits, tokenizer, info):
         requested, None, model_limit=info.max_sequence_length
     ).max_sequence_length if requested != AUTO else (
         info.max_sequence_length or plan_lib.NO_LIMIT_LENGTH)
-    texts = {name: packing.tokenize_texts(getattr(splits, name), tokenizer,
-                                          keep=keep)
-             for name in ("train", "validation", "test")}
-    train = texts["train"]
+    columns, labels, bounds = _all_rows(splits)
+    texts = packing.tokenize_texts(columns, tokenizer, keep=keep,
+                                   labels=labels)
+    train = texts.rows(*bounds["train"])
     length = plan_lib.choose_length(
         requested, train.full_lengths, model_limit=info.max_sequence_length,
         truncation=config.truncation, num_text_columns=train.num_columns,
         num_special_tokens=train.num_special_tokens,
         hidden_dim=info.hidden_dim)
     cut = truncation_lib.Truncation(length.truncation, length.truncation_head)
-    return {name: pipeline.from_text_tokens(
-        tokens, tokenizer, max_sequence_length=length.max_sequence_length,
-        truncation=cut) for name, tokens in texts.items()}, length
+    packed = pipeline.from_text_tokens(
+        texts, tokenizer, max_sequence_length=length.max_sequence_length,
+        truncation=cut)
+    return {name: packed.rows(*rows) for name, rows in bounds.items()}, length
+
+
+def _all_rows(splits):
+    """The text columns and labels of the train, validation and test rows
+    end to end, and each split's (start, stop) among them."""
+    parts = {name: packing.checked_columns_and_labels(getattr(splits, name))
+             for name in _SPLITS}
+    bounds, start = {}, 0
+    for name, (columns, _) in parts.items():
+        bounds[name] = (start, start + len(columns[0]))
+        start = bounds[name][1]
+    num_columns = len(parts["train"][0])
+    columns = tuple(
+        [text for split_columns, _ in parts.values()
+         for text in split_columns[c]]
+        for c in range(num_columns))
+    # An empty split's labels may lack the others' label axis.
+    labels = np.concatenate([split_labels for split_columns, split_labels
+                             in parts.values() if len(split_columns[0])])
+    return columns, labels, bounds
 
 
 def _range_test(plan, *, config, model_path, num_classes, train):
@@ -342,7 +369,8 @@ def predict_ids(trainer, prepared, split):
     )
     # One trace for every bucket's shape: without XLA there may be many.
     forward = tf.function(
-        lambda x: trainer(x, training=False), reduce_retracing=True
+        lambda x: trainer(x, training=False), reduce_retracing=True,
+        autograph=False,
     )
     logits = [forward(x).numpy() for x, _, _ in dataset]
     logits = pipeline.restore_order(logits, batch_plan)

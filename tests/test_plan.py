@@ -499,6 +499,21 @@ def test_fused_update_is_on_for_one_device_only():
                   fused_update="yes")
 
 
+def test_fused_update_is_off_for_a_model_too_small_to_gain():
+    small = make_plan(environment=_cpu(), num_train_examples=10,
+                      model_params=10_000)
+    assert small.fused_update is False
+    assert small.reasons["fused_update"].startswith(
+        "10,000 parameters, under 1,000,000")
+    large = make_plan(environment=_cpu(), num_train_examples=10,
+                      model_params=22_700_000)
+    assert large.fused_update is True
+    forced = make_plan(environment=_cpu(), num_train_examples=10,
+                       model_params=10_000, fused_update="true")
+    assert (forced.fused_update, forced.reasons["fused_update"]) == (
+        True, "set by user")
+
+
 def test_a_plan_written_without_fused_update_runs_unfused():
     values = make_plan(environment=_cpu(), num_train_examples=10).to_dict()
     del values["fused_update"]

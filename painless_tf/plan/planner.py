@@ -142,7 +142,7 @@ def make_plan(
         bucket_boundaries: Sequence[int] | None. Length buckets from the
             data pipeline; None means no bucketing.
         model_params: int | None. Parameter count, for the CPU memory
-            estimate.
+            estimate and the fused update (off under `FUSE_MIN_PARAMS`).
         model_dims: ModelDims | None. (hidden, layers, intermediate, heads),
             for the activation-memory estimate.
         warmup_fraction: float. Share of the updates spent warming up.
@@ -251,7 +251,7 @@ def make_plan(
         )
     xla, reasons["xla"] = _decide_xla(xla, env)
     fused_update, reasons["fused_update"] = _decide_fused_update(
-        fused_update, strategy
+        fused_update, strategy, model_params
     )
 
     fixed_reason = None
