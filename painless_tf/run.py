@@ -136,7 +136,8 @@ def prepare(config, *, environment=None, recorded=None):
     num_classes = len(splits.vocab)
 
     probe = fits = None
-    if environment.platform == "cpu" and config.precision == AUTO:
+    if (environment.platform == "cpu" and config.precision == AUTO
+            and plan_lib.worth_probing(environment)):
         probe = probes.precision_probe(
             model_path, num_classes, tokenized["train"],
             functools.partial(probes.probe_trainer(config),

@@ -31,6 +31,11 @@ V100 = Gpu("Tesla V100", (7, 0), 16 * GIB)
 P100 = Gpu("Tesla P100", (6, 0), 16 * GIB)
 
 
+# bfloat16 conversions (AVX-NE-CONVERT) without avx512_bf16: the probe
+# runs, and the CPU-feature rule says float32.
+NE_CONVERT = {"avx_ne_convert"}
+
+
 def _cpu(flags=(), memory=64 * GIB, **kwargs):
     return Environment(
         platform="cpu",
@@ -328,13 +333,23 @@ def test_gpu_precision_follows_compute_capability(gpus, precision):
     [
         ({"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
         ({"amx_bf16"}, "mixed_bfloat16"),
-        ({"avx512f"}, "float32"),
+        ({"avx512f", "avx_ne_convert"}, "float32"),
     ],
 )
 def test_cpu_precision_without_probe_follows_cpu_flags(flags, precision):
     plan = make_plan(environment=_cpu(flags), num_train_examples=100)
     assert plan.precision == precision
     assert plan.reasons["precision"].startswith("no probe: CPU-feature rule")
+
+
+def test_a_cpu_without_low_precision_instructions_is_not_probed():
+    probe = _Probe()  # any call would raise KeyError
+    plan = make_plan(environment=_cpu({"avx2", "fma", "avx512f"}),
+                     num_train_examples=100, precision_probe=probe)
+    assert (plan.precision, probe.calls) == ("float32", [])
+    assert plan.reasons["precision"].startswith(
+        "CPU-feature rule: no bfloat16 or float16 instructions (amx_bf16, ")
+    assert plan.reasons["precision"].endswith("nothing measured")
 
 
 @pytest.fixture(autouse=True)
@@ -361,7 +376,7 @@ class _Probe:
 
 def test_probe_picks_the_faster_policy_and_quotes_the_ratio():
     probe = _Probe(float32=1.31, mixed_bfloat16=1.0)
-    plan = make_plan(environment=_cpu(), num_train_examples=100, precision_probe=probe)
+    plan = make_plan(environment=_cpu(NE_CONVERT), num_train_examples=100, precision_probe=probe)
     assert plan.precision == "mixed_bfloat16"
     assert plan.reasons["precision"] == (
         "measured 1.31x faster than float32 on this CPU; median of "
@@ -370,7 +385,7 @@ def test_probe_picks_the_faster_policy_and_quotes_the_ratio():
     assert probe.calls == ["float32", "mixed_bfloat16"] * ROUNDS
 
     slower = _Probe(float32=1.0, mixed_bfloat16=1.25)
-    plan = make_plan(environment=_cpu(), num_train_examples=100, precision_probe=slower)
+    plan = make_plan(environment=_cpu(NE_CONVERT), num_train_examples=100, precision_probe=slower)
     assert plan.precision == "float32"
     assert "mixed_bfloat16 1.25x slower" in plan.reasons["precision"]
 
@@ -389,7 +404,7 @@ def test_probe_never_picks_a_policy_whose_loss_is_not_finite():
 
     fast_but_nan = _Probe(float32=2.0, mixed_bfloat16=float("nan"))
     plan = make_plan(
-        environment=_cpu(), num_train_examples=100, precision_probe=fast_but_nan
+        environment=_cpu(NE_CONVERT), num_train_examples=100, precision_probe=fast_but_nan
     )
     assert plan.precision == "float32"
 
@@ -428,7 +443,7 @@ def test_unreadable_probe_cache_is_measured_again(tmp_path):
     (tmp_path / "probes.json").write_text("{half a file")
     probe = _Probe(float32=1.0, mixed_bfloat16=2.0)
     plan = make_plan(
-        environment=_cpu(),
+        environment=_cpu(NE_CONVERT),
         num_train_examples=10,
         precision_probe=probe,
         probe_key="m",
@@ -442,7 +457,7 @@ def test_cache_dir_comes_from_the_environment_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("PAINLESS_TF_CACHE", str(tmp_path))
     assert default_cache_dir() == str(tmp_path)
     make_plan(
-        environment=_cpu(),
+        environment=_cpu(NE_CONVERT),
         num_train_examples=10,
         precision_probe=_Probe(float32=1.0, mixed_bfloat16=1.0),
         probe_key="m",
@@ -1000,7 +1015,7 @@ def test_from_json_rejects_unknown_keys_and_broken_files(tmp_path):
 
 def test_table_has_one_line_per_decision_with_its_reason():
     plan = make_plan(
-        environment=_cpu(),
+        environment=_cpu(NE_CONVERT),
         num_train_examples=100,
         precision_probe=_Probe(float32=1.31, mixed_bfloat16=1.0),
     )

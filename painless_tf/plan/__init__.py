@@ -71,6 +71,7 @@ from painless_tf.plan.planner import LearningRateProbe
 from painless_tf.plan.planner import make_plan
 from painless_tf.plan.precision_choice import PRECISIONS
 from painless_tf.plan.precision_choice import PrecisionProbe
+from painless_tf.plan.precision_choice import worth_probing
 from painless_tf.plan.probe_cache import default_cache_dir
 from painless_tf.plan.record import Plan
 from painless_tf.plan.strategy_choice import DEFAULT_GLOBAL_BATCH_SIZE
@@ -96,4 +97,5 @@ __all__ = [
     "choose_length",
     "default_cache_dir",
     "make_plan",
+    "worth_probing",
 ]

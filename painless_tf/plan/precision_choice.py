@@ -1,7 +1,9 @@
 """The plan's precision decision, and how it reads the CPU probe's timings.
 
-On a TPU or a GPU a rule from the hardware decides; on a CPU the
-`PrecisionProbe` (`painless_tf.precision.cpu_precision_probe`) is timed:
+On a TPU or a GPU a rule from the hardware decides; so it does on a CPU
+without bfloat16 or float16 instructions (float32: the others would only be
+emulated). On any other CPU the `PrecisionProbe`
+(`painless_tf.precision.cpu_precision_probe`) is timed:
 interleaved rounds per policy, medians, a noise margin below which the
 CPU-feature rule decides, the load average kept with the timings, and a
 result taken on a busy machine (`machine_load._busy`) kept only in this
@@ -84,10 +86,38 @@ def _decide_precision(precision, env, probe, cache, probe_key):
             f"GPU compute capability {cc} has no tensor cores; low precision "
             "would not be faster"
         )
+    if not worth_probing(env):
+        return "float32", (
+            "CPU-feature rule: no bfloat16 or float16 instructions ("
+            + ", ".join(sorted(_LOW_PRECISION_FLAGS))
+            + "), so a lower precision only converts; nothing measured"
+        )
     if probe is None:
         policy, why = _cpu_feature_rule(env)
         return policy, f"no probe: {why}"
     return _probe_precision(env, probe, cache, probe_key)
+
+
+# CPU flags of instructions that compute or convert bfloat16 / float16 in
+# hardware (oneDNN's avx512_core_bf16, avx512_core_fp16, avx2_vnni_2 and AMX
+# paths). Without any of them TensorFlow emulates the conversions, and a
+# lower precision cannot be faster than float32.
+_LOW_PRECISION_FLAGS = frozenset({
+    "avx512_bf16", "amx_bf16", "avx_ne_convert", "avx512_fp16", "amx_fp16"})
+
+
+def worth_probing(env) -> bool:
+    """Whether timing the dtype policies on this CPU can find a faster one
+    than float32: only where it has bfloat16 or float16 instructions.
+
+    Examples:
+    >>> from painless_tf.hardware import Environment
+    >>> worth_probing(Environment(cpu_flags=frozenset({"avx2", "fma"})))
+    False
+    >>> worth_probing(Environment(cpu_flags=frozenset({"avx512_bf16"})))
+    True
+    """
+    return bool(env.cpu_flags & _LOW_PRECISION_FLAGS)
 
 
 def _probe_precision(env, probe, cache, probe_key):
