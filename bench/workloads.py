@@ -541,12 +541,14 @@ def engine_fit(spec, started):
     (rows per train-function call: the global batch, or a micro-batch cut
     from it). Every timed unit is one global batch of the same examples.
     """
+    # The recipe's rate, no LR range test: speed does not depend on it.
     config = run.RunConfig(
         model=spec["model_path"],
         train_data=spec.get("train_data"),
         global_batch_size=spec["global_batch_size"],
         precision=spec["precision"],
         seed=spec["seed"],
+        lr_range_test_steps=0,
     )
     prepared = run.prepare(config)
     plan = prepared.plan
@@ -630,12 +632,14 @@ def pipeline_fit(spec, started):
     model, float32, its default optimizer), so the difference to the
     `keras_hub` kind with default settings is the pipeline alone.
     """
+    # keras-hub's optimizer trains here: no LR range test for a rate unused.
     config = run.RunConfig(
         model=spec["model_path"],
         train_data=spec.get("train_data"),
         global_batch_size=spec["global_batch_size"],
         precision="float32",
         seed=spec["seed"],
+        lr_range_test_steps=0,
     )
     prepared = run.prepare(config)
     plan = prepared.plan
@@ -672,11 +676,13 @@ def starvation(spec, started):
     the machine's load falls on both. Each `fit` times its last `updates`
     updates.
     """
+    # The recipe's rate, no LR range test: speed does not depend on it.
     config = run.RunConfig(
         model=spec["model_path"],
         train_data=spec.get("train_data"),
         global_batch_size=spec["global_batch_size"],
         seed=spec["seed"],
+        lr_range_test_steps=0,
     )
     prepared = run.prepare(config)
     plan = prepared.plan
@@ -713,13 +719,15 @@ def starvation(spec, started):
 
 
 def plan_only(spec, started):
-    """The automatic plan for the model and data, nothing trained."""
+    """The automatic plan for the model and data, nothing trained (nor
+    the LR range test run: the runner reads the precision)."""
     del started
     config = run.RunConfig(
         model=spec["model_path"],
         train_data=spec.get("train_data"),
         global_batch_size=spec["global_batch_size"],
         seed=spec["seed"],
+        lr_range_test_steps=0,
     )
     return {"plan": run.prepare(config).plan.to_dict()}
 
