@@ -353,3 +353,23 @@ def _num_special_tokens(packer, num_segments):
     return (count(packer.start_value) + count(packer.end_value)
             + count(packer.sep_value) * (num_segments - 1))
 
+
+def rows_end_to_end(splits, names):
+    """The text columns and labels of the splits `names` (attributes of
+    `splits`, e.g. a `data.Splits`) end to end, and each split's
+    (start, stop) among them: one set of rows to tokenize once."""
+    parts = {name: checked_columns_and_labels(getattr(splits, name))
+             for name in names}
+    bounds, start = {}, 0
+    for name, (columns, _) in parts.items():
+        bounds[name] = (start, start + len(columns[0]))
+        start = bounds[name][1]
+    num_columns = len(parts[names[0]][0])
+    columns = tuple(
+        [text for split_columns, _ in parts.values()
+         for text in split_columns[c]]
+        for c in range(num_columns))
+    # An empty split's labels may lack the others' label axis.
+    labels = np.concatenate([split_labels for split_columns, split_labels
+                             in parts.values() if len(split_columns[0])])
+    return columns, labels, bounds

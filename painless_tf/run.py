@@ -226,7 +226,7 @@ def _tokenize_splits(config, splits, tokenizer, info):
         requested, None, model_limit=info.max_sequence_length
     ).max_sequence_length if requested != AUTO else (
         info.max_sequence_length or plan_lib.NO_LIMIT_LENGTH)
-    columns, labels, bounds = _all_rows(splits)
+    columns, labels, bounds = packing.rows_end_to_end(splits, _SPLITS)
     texts = packing.tokenize_texts(columns, tokenizer, keep=keep,
                                    labels=labels)
     train = texts.rows(*bounds["train"])
@@ -240,26 +240,6 @@ def _tokenize_splits(config, splits, tokenizer, info):
         texts, tokenizer, max_sequence_length=length.max_sequence_length,
         truncation=cut)
     return {name: packed.rows(*rows) for name, rows in bounds.items()}, length
-
-
-def _all_rows(splits):
-    """The text columns and labels of the train, validation and test rows
-    end to end, and each split's (start, stop) among them."""
-    parts = {name: packing.checked_columns_and_labels(getattr(splits, name))
-             for name in _SPLITS}
-    bounds, start = {}, 0
-    for name, (columns, _) in parts.items():
-        bounds[name] = (start, start + len(columns[0]))
-        start = bounds[name][1]
-    num_columns = len(parts["train"][0])
-    columns = tuple(
-        [text for split_columns, _ in parts.values()
-         for text in split_columns[c]]
-        for c in range(num_columns))
-    # An empty split's labels may lack the others' label axis.
-    labels = np.concatenate([split_labels for split_columns, split_labels
-                             in parts.values() if len(split_columns[0])])
-    return columns, labels, bounds
 
 
 def _range_test(plan, *, config, model_path, num_classes, train):
