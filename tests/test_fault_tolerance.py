@@ -241,6 +241,22 @@ def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
     assert result["optimizer_updates"] == planned_updates(model_dir) - 1
 
 
+def best_weights_args(preset, train):
+    # Validations every 3 updates, patience 1.
+    return setup_args(preset, train) + ["--eval_every_updates=3",
+                                        "--early_stopping_patience=1"]
+
+
+@pytest.fixture(scope="module")
+def best_weights_reference(setup):
+    # One uninterrupted run for both kill points below.
+    root, preset, train, _ = setup
+    reference = str(root / "best_weights_reference")
+    result = finetune(best_weights_args(preset, train), reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return reference
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [
     "validation:2",  # in the second validation
@@ -248,14 +264,12 @@ def test_nan_rolls_back_skips_the_batch_and_finishes(setup, tmp_path):
                       # checkpoint (at 4): the resumed run validates again
 ])
 def test_a_killed_run_keeps_the_same_best_weights_and_stops_alike(
-        setup, tmp_path, kill_at):
-    # Validations every 3 updates, patience 1: the weights kept, where they
-    # were, and the update training stopped at equal an uninterrupted run's.
+        setup, best_weights_reference, tmp_path, kill_at):
+    # The weights kept, where they were, and the update training stopped
+    # at equal an uninterrupted run's.
     _, preset, train, _ = setup
-    args = setup_args(preset, train) + ["--eval_every_updates=3",
-                                        "--early_stopping_patience=1"]
-    reference = str(tmp_path / "reference")
-    assert finetune(args, reference).returncode == 0
+    args = best_weights_args(preset, train)
+    reference = best_weights_reference
     model_dir = str(tmp_path / "run")
     killed = finetune(args, model_dir, env={"PAINLESS_TF_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

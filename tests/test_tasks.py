@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tiny
 from painless_tf import data
@@ -118,28 +119,66 @@ def test_batches_carry_float_labels_and_filler_rows_weigh_nothing(labels):
     assert w.numpy().tolist() == [1.0, 1.0, 1.0, 0.0]
 
 
-def _train(task, y, k, batch):
+def _train(task, y, k, batch, *, strategy=None, precision="float32",
+           xla=False):
+    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(7)
+    strategy = strategy or tf.distribute.get_strategy()
     x, _, w = tiny.token_batch(24)
     outputs = 1 if task == "regression" else y.shape[1]
-    trainer = Trainer(tiny.tiny_classifier(outputs), accumulation_steps=k)
-    trainer.compile(optimizer=tiny.optimizer("sgd"),
-                    loss=heads.loss_for(task),
-                    weighted_metrics=heads.metrics_for(task))
+    with strategy.scope():
+        trainer = Trainer(tiny.tiny_classifier(outputs), accumulation_steps=k,
+                          xla=xla)
+        optimizer = tiny.optimizer("sgd")
+        if precision == "mixed_float16":
+            # A start scale that does not overflow on the first update (as
+            # in tests/test_engine.py): both runs make the same updates.
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=2**10)
+        trainer.compile(optimizer=optimizer, loss=heads.loss_for(task),
+                        weighted_metrics=heads.metrics_for(task))
     trainer.fit(tiny.dataset(x, y, w, batch), epochs=2, verbose=0)
     return tiny.weights_of(trainer.model)
 
 
+def _targets(task):
+    rng = np.random.default_rng(3)
+    if task == "multi_label":
+        return (rng.random((24, 3)) < 0.4).astype("float32")
+    return rng.normal(size=24).astype("float32")
+
+
 @pytest.mark.parametrize("task", ["multi_label", "regression"])
 def test_accumulated_micro_batches_equal_one_big_batch(task):
-    rng = np.random.default_rng(3)
-    y = (rng.random((24, 3)) < 0.4).astype("float32") if task == (
-        "multi_label") else rng.normal(size=24).astype("float32")
+    y = _targets(task)
     big = _train(task, y, k=1, batch=8)
     accumulated = _train(task, y, k=4, batch=8)
     moved = tiny.max_abs_diff(big, _train(task, y, k=1, batch=24))
     assert tiny.max_abs_diff(big, accumulated) <= 1e-6
     assert moved > 1e-4  # the comparison can tell batches apart
+
+
+# The engine's matrix (tests/test_engine.py) for the two other losses: 2
+# replicas, XLA and mixed precision against one device, float32, one big
+# batch per update. Tolerances as there: float16 keeps 11 significant bits,
+# bfloat16 8.
+TASK_MATRIX = [
+    ("mirrored", "float32", False, 2),
+    ("mirrored", "mixed_bfloat16", True, 2),
+    ("none", "mixed_float16", True, 4),
+]
+TOLERANCE = {"float32": 1e-6, "mixed_float16": 2e-4, "mixed_bfloat16": 2e-3}
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+@pytest.mark.parametrize("strategy,precision,xla,k", TASK_MATRIX)
+def test_replicas_xla_and_mixed_precision_match_one_big_batch(
+        task, strategy, precision, xla, k):
+    y = _targets(task)
+    big = _train(task, y, k=1, batch=8)
+    got = _train(task, y, k=k, batch=8, precision=precision, xla=xla,
+                 strategy=tiny.mirrored() if strategy == "mirrored" else None)
+    assert tiny.max_abs_diff(big, got) <= TOLERANCE[precision]
 
 
 def test_losses_match_their_definitions():
