@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from painless_tf import distribution
+from painless_tf import evaluation
 from painless_tf import flags as painless_flags
 from painless_tf import hardware
 from painless_tf import run
@@ -59,7 +60,7 @@ def main(argv):
             owner=owner,
         )
     if outputs is not None:  # None: preempted, checkpoint written
-        print(f"test accuracy: {outputs['test_accuracy']:.4f} "
+        print(f"{evaluation.summary_line(outputs, prepared.plan.task)} "
               f"({outputs['wall_seconds']:.0f} s) -> {config.model_dir}")
 
 

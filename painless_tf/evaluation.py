@@ -254,12 +254,30 @@ def regression_report(y_true, y_pred) -> dict:
     }
 
 
+# The summary numbers of each task, the first one first.
+HEADLINE_KEYS = {
+    "classification": ("accuracy", "macro_f1"),
+    "multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
+    "regression": ("rmse", "mae", "pearson", "spearman"),
+}
+
+
 def headline(report) -> dict:
     """The report's summary numbers, by name (without per-class rows)."""
-    keys = {"multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
-            "regression": ("rmse", "mae", "pearson", "spearman")}.get(
-                report.get("task"), ("accuracy", "macro_f1"))
+    keys = HEADLINE_KEYS[report.get("task", "classification")]
     return {key: report[key] for key in keys}
+
+
+def summary_line(metrics, task) -> str:
+    """The test numbers of a run's metrics as one line.
+
+    >>> summary_line({"test_rmse": 0.51, "test_mae": 0.4, "test_pearson": 0.9,
+    ...               "test_spearman": 0.88}, "regression")
+    'test rmse 0.5100, mae 0.4000, pearson 0.9000, spearman 0.8800'
+    """
+    numbers = [f"{key.replace('_', ' ')} {metrics[f'test_{key}']:.4f}"
+               for key in HEADLINE_KEYS[task] if f"test_{key}" in metrics]
+    return "test " + ", ".join(numbers)
 
 
 def _pearson(a, b):

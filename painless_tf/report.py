@@ -33,6 +33,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from painless_tf import atomic
+from painless_tf import evaluation as evaluation_lib
 from painless_tf import selection
 from painless_tf.plan import Plan
 
@@ -325,9 +326,7 @@ def _evaluation_section(evaluation):
 def _task_section(evaluation):
     """The test split of a multi-label or regression model: its headline
     numbers, and the per-label table of a multi-label one."""
-    keys = {"multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
-            "regression": ("rmse", "mae", "pearson", "spearman")}[
-                evaluation["task"]]
+    keys = evaluation_lib.HEADLINE_KEYS[evaluation["task"]]
     numbers = ", ".join(
         f"{key.replace('_', ' ')} <b>{evaluation[key]:.4f}</b>"
         for key in keys)
