@@ -638,6 +638,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
         )
         keeper = selection.keeper(trainer, plan, checkpoint_dir, saver=saver,
                                   validation=evaluation["validation"])
+        position = keeper.catch_up(trainer, position)
         while position.epoch < plan.epochs and not selection.stopped(position):
             epoch = position.epoch
             if trainer.trainable_stages:

@@ -201,6 +201,27 @@ class SelectionCallback(keras.callbacks.Callback):
         self.batches = list(batches)
         self._done = 0
 
+    def catch_up(self, model, position):
+        """Runs the epoch-end validation that a kill interrupted.
+
+        The checkpoint at an epoch's last update is written at that batch's
+        end, before the validation Keras runs after it; a run killed in that
+        validation resumes from the checkpoint without it. Call on resume,
+        before training (the weights are the checkpoint's). Returns the
+        position with that validation observed; unchanged when none is
+        missing.
+        """
+        record = Record.from_dict(position.selection)
+        due = position.epoch * self.steps_per_epoch
+        if (position.epoch == 0 or position.batch != 0 or record.stopped
+                or (record.last_step or 0) >= due):
+            return position
+        self.set_model(model)
+        self.record, self.epoch = record, position.epoch - 1
+        logs = evaluate_keeping_metrics(model, self.validation_data)
+        self._observe(logs, due, batch=0, epoch=position.epoch)
+        return dataclasses.replace(position, selection=self.record.to_dict())
+
     def _rejected(self):
         return self.nan_guard is not None and self.nan_guard.tripped
 

@@ -55,11 +55,11 @@ def finetune(args, model_dir, *, env=None, **kwargs):
     )
 
 
-def weights(model_dir):
+def weights(model_dir, num_classes=2):
     from painless_tf import models
 
     classifier = models.load_classifier(
-        os.path.join(model_dir, "model"), num_classes=2
+        os.path.join(model_dir, "model"), num_classes=num_classes
     )
     return [v.numpy() for v in classifier.weights]
 
@@ -283,6 +283,46 @@ def test_a_killed_run_keeps_the_same_best_weights_and_stops_alike(
     assert want["validations"] >= 2
     diff = max(float(np.max(np.abs(a - b)))
                for a, b in zip(weights(model_dir), weights(reference)))
+    assert diff <= 1e-6, diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,outputs,kill_at", [
+    ("multi_label", 3, "batch_begin:5"),
+    ("regression", 1, "validation:1"),
+])
+def test_a_killed_multi_label_or_regression_run_resumes_exactly(
+        setup, tmp_path, task, outputs, kill_at):
+    # The other losses, their standardized targets and tuned thresholds
+    # through a kill and a resume, with everything else automatic as above.
+    root, preset, _, _ = setup
+    rows = (tiny.multi_label_rows if task == "multi_label"
+            else tiny.regression_rows)(60, seed=5)
+    train = tiny.write_csv(tmp_path / "train.csv", rows)
+    args = setup_args(preset, train)
+    reference = str(tmp_path / "reference")
+    result = finetune(args, reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model_dir = str(tmp_path / "run")
+    killed = finetune(args, model_dir, env={"PAINLESS_TF_KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = finetune(args, model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from update" in resumed.stdout
+    got, want = metrics(model_dir), metrics(reference)
+    assert want["optimizer_updates"] == planned_updates(reference)
+    compared = [k for k in want if k.startswith(("test_", "validation_",
+                                                 "best_"))]
+    assert len(compared) >= 4, compared
+    for key in compared + ["optimizer_updates", "validations"]:
+        assert got[key] == want[key], key
+    with open(os.path.join(model_dir, "task.json")) as f:
+        spec = json.load(f)
+    with open(os.path.join(reference, "task.json")) as f:
+        assert spec == json.load(f)
+    assert spec["kind"] == task
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
+        weights(model_dir, outputs), weights(reference, outputs)))
     assert diff <= 1e-6, diff
 
 

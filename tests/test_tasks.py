@@ -208,39 +208,12 @@ def test_thresholds_and_reports():
 
 # === Whole runs ===
 
-LABEL_OF = {"good": "pos", "great": "pos", "fun": "fun", "funny": "fun",
-            "bad": "neg", "awful": "neg"}
-
-
-def _multi_label_rows(n, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        words = list(rng.choice(list(LABEL_OF), rng.integers(1, 4)))
-        words += list(rng.choice(tiny.FILLER, rng.integers(0, 3)))
-        rng.shuffle(words)
-        names = sorted({LABEL_OF[w] for w in words if w in LABEL_OF})
-        rows.append((" ".join(words), json.dumps(names)))
-    return rows
-
-
-def _regression_rows(n, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        good = int(rng.integers(0, 4))
-        words = ["good"] * good + list(rng.choice(tiny.FILLER, 3 - good + 1))
-        rng.shuffle(words)
-        rows.append((" ".join(words), f"{2.5 * good + 1.0:.2f}"))
-    return rows
-
-
 @pytest.fixture(scope="module", params=["multi_label", "regression"])
 def finished(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     os.environ["PAINLESS_TF_CACHE"] = str(root / "cache")
-    rows = (_multi_label_rows if request.param == "multi_label"
-            else _regression_rows)
+    rows = (tiny.multi_label_rows if request.param == "multi_label"
+            else tiny.regression_rows)
     config = run.RunConfig(
         model=tiny.write_preset(root / "preset"),
         train_data=tiny.write_csv(root / "train.csv", rows(240)),
@@ -280,7 +253,7 @@ def test_the_run_records_the_task_and_learns_it(finished):
             names = json.load(f)
         names = names["names"] if isinstance(names, dict) else names
         hot = np.array([[n in json.loads(label) for n in names]
-                        for _, label in _multi_label_rows(240)], float)
+                        for _, label in tiny.multi_label_rows(240)], float)
         freq = np.clip(hot.mean(axis=0), 1e-6, 1 - 1e-6)
         prior = float(np.mean(-freq * np.log(freq)
                               - (1 - freq) * np.log(1 - freq)))
@@ -311,8 +284,8 @@ def _app(module, *args):
 
 def test_evaluate_and_predict_on_the_model_dir(finished):
     task, root, model_dir, metrics = finished
-    rows = (_multi_label_rows if task == "multi_label"
-            else _regression_rows)(40, seed=5)
+    rows = (tiny.multi_label_rows if task == "multi_label"
+            else tiny.regression_rows)(40, seed=5)
     held_out = tiny.write_csv(root / "held_out.csv", rows)
     _app("apps.evaluate", f"--model_dir={model_dir}", f"--data={held_out}",
          f"--output={root / 'eval.json'}")

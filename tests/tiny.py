@@ -1,5 +1,7 @@
 """Tiny models and data shared by the tests (no downloads)."""
 
+import json
+
 import keras
 import keras_hub
 import numpy as np
@@ -121,6 +123,35 @@ def sentiment_rows(n, *, seed=0):
         words += list(rng.choice(FILLER, rng.integers(0, 6)))
         rng.shuffle(words)
         rows.append((" ".join(words), "pos" if positive else "neg"))
+    return rows
+
+
+LABEL_OF = {"good": "pos", "great": "pos", "fun": "fun", "funny": "fun",
+            "bad": "neg", "awful": "neg"}
+
+
+def multi_label_rows(n, seed=0):
+    """Texts whose label set is decided by the label words they hold."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        words = list(rng.choice(list(LABEL_OF), rng.integers(1, 4)))
+        words += list(rng.choice(FILLER, rng.integers(0, 3)))
+        rng.shuffle(words)
+        names = sorted({LABEL_OF[w] for w in words if w in LABEL_OF})
+        rows.append((" ".join(words), json.dumps(names)))
+    return rows
+
+
+def regression_rows(n, seed=0):
+    """Texts whose score grows with the number of \"good\" in them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        good = int(rng.integers(0, 4))
+        words = ["good"] * good + list(rng.choice(FILLER, 3 - good + 1))
+        rng.shuffle(words)
+        rows.append((" ".join(words), f"{2.5 * good + 1.0:.2f}"))
     return rows
 
 
