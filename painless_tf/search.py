@@ -382,6 +382,12 @@ def run_trial(study, base, dimensions, *, environment, checkpoints, tune_dir):
           flush=True)
     try:
         prepared = run.prepare(config, environment=environment)
+        if prepared.plan.task != "classification":
+            raise ValueError(
+                f"--train_data={config.train_data} holds a "
+                f"{prepared.plan.task} task ({prepared.plan.reasons['task']})"
+                "; the search ranks trials by validation accuracy, so it "
+                "tunes classifiers only: train this set with apps.finetune.")
         metrics = run.fit_and_save(
             prepared, checkpoints=checkpoints, verbose=2,
             callbacks=[PruneCallback(trial, epochs=prepared.plan.epochs)],

@@ -220,6 +220,23 @@ def test_two_trial_search_resumes_after_a_kill(tmp_path):
         "best.flags", "results.md", "study.journal", "trial_0", "trial_2"]
 
 
+def test_a_regression_set_is_refused_before_any_trial_trains(tmp_path):
+    preset = tiny.write_preset(tmp_path / "preset")
+    train = tiny.write_csv(tmp_path / "train.csv", tiny.regression_rows(40))
+    tune_dir = tmp_path / "tune"
+    refused = run_tune([
+        f"--model={preset}", f"--train_data={train}", f"--tune_dir={tune_dir}",
+        "--max_trials=2", "--precision=float32", "--xla=false",
+        "--max_sequence_length=16", "--lr_range_test_steps=0",
+    ], env={"PAINLESS_TF_CACHE": str(tmp_path / "cache")})
+    assert refused.returncode != 0
+    line = refused.stderr.strip().splitlines()[-1]
+    assert f"--train_data={train} holds a regression task" in line, line
+    assert "apps.finetune" in line
+    assert "epoch 1/" not in refused.stdout
+    assert not os.path.exists(tune_dir / "trial_0" / "checkpoints")
+
+
 def run_json(path):
     with open(path) as f:
         return json.load(f)
