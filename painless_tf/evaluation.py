@@ -254,11 +254,18 @@ def regression_report(y_true, y_pred) -> dict:
     }
 
 
+# The summary numbers of each task's report, in the order tables show them.
+HEADLINE_KEYS = {
+    "classification": ("accuracy", "macro_f1"),
+    "multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
+    "regression": ("rmse", "mae", "pearson", "spearman"),
+}
+
+
 def headline(report) -> dict:
     """The report's summary numbers, by name (without per-class rows)."""
-    keys = {"multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
-            "regression": ("rmse", "mae", "pearson", "spearman")}.get(
-                report.get("task"), ("accuracy", "macro_f1"))
+    keys = HEADLINE_KEYS.get(report.get("task"),
+                             HEADLINE_KEYS["classification"])
     return {key: report[key] for key in keys}
 
 
