@@ -181,10 +181,12 @@ def test_export_writes_every_artifact_and_its_report(files, exported):
     ]
     assert report["test_examples"] == 40
     assert report["representative_examples"] == 24
+    assert report["task"]["kind"] == "classification"
     for name, row in rows.items():
         if name != "keras_int8":
             assert row["size_bytes"] > 0, name
         assert 0.5 <= row["accuracy"] <= 1.0, (name, row)
+        assert 0.0 < row["macro_f1"] <= 1.0, (name, row)
         for key in ("batch_1", "batch_8"):
             timing = row["latency_ms_per_example"][key]
             assert 0 < timing["mean"] <= timing["p95"] * 1.0001, (name, key)
