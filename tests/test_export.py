@@ -491,6 +491,13 @@ def test_bad_paths_and_options_fail_in_one_line(files, exported, tmp_path):
          "Keras model dirs only"),
         (lambda: export.export_model(str(tmp_path), options=options),
          "no trained model there"),
+        # Multi-hot rows for a classifier: another task's labels.
+        (lambda: export.export_model(
+            files["model_dir"], options=options, test=data.Examples(
+                texts=(("good", "bad"),), labels=[[1.0, 0.0], [0.0, 1.0]],
+                lines=(2, 3), source="hot.csv")),
+         r"labels of shape \[2, 2\] \(float32\); the model is a "
+         "classification model and needs class ids"),
     ]
     lonely = tmp_path / "lonely.tflite"
     shutil.copy(os.path.join(export_dir, "model_float32.tflite"), lonely)
