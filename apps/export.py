@@ -3,7 +3,9 @@ r"""Exports a trained model dir for serving and the edge, and measures it.
 Writes `<model_dir>/export/` (see `painless_tf.export`): a SavedModel and
 .tflite files that take raw strings, `export_metadata.json`, and
 `export_report.json` with each artifact's size, latency on this CPU and test
-accuracy against the Keras model. Prints the report as a table.
+metrics against the Keras model (accuracy; micro/macro-F1 and subset
+accuracy for multi-label; RMSE, MAE, Pearson and Spearman for regression).
+Prints the report as a table.
 
 Any trained model dir alone: every format its tokenizer allows, measured
 on the run's own test split and int8 calibrated on its validation split
@@ -238,10 +240,12 @@ def _examples(flag, split, model_dir, vocab, columns, splits=None):
     table = data.read_table(
         value, text_columns=columns, label_column=_LABEL_COLUMN.value
     )
-    labels = [
-        vocab.encode(label, where=f"{value} line {line}")
-        for label, line in zip(table.labels, table.lines)
-    ]
+    # As the run encoded its own splits: class ids, multi-hot rows, or
+    # targets standardized by the training mean and std (task.json).
+    task = data.TaskSpec.from_json(os.path.join(model_dir, "task.json"))
+    labels = data.tasks.encode_labels(task, vocab, table)
+    if task.kind == "regression":
+        labels = (labels - task.mean) / task.std
     return data.Examples(
         texts=table.texts, labels=labels, lines=table.lines, source=value
     )

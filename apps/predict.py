@@ -69,19 +69,20 @@ def main(argv):
     out = sys.stdout if _OUTPUT.value == "-" else open(
         _OUTPUT.value, "w", encoding="utf-8")
     with out:
-        for text, row in zip(texts, probabilities):
-            out.write(json.dumps(_row(predictor.task, text, row, names))
+        kind = predictor.task.kind if predictor.task else "classification"
+        sets = (predictor.label_sets(probabilities) if kind == "multi_label"
+                else [None] * len(texts))
+        for text, row, chosen in zip(texts, probabilities, sets):
+            out.write(json.dumps(_row(kind, text, row, names, chosen))
                       + "\n")
 
 
-def _row(task, text, row, names):
-    kind = task.kind if task is not None else "classification"
+def _row(kind, text, row, names, chosen):
     if kind == "regression":
         return {"text": text, "value": round(float(row[0]), 6)}
     result = {"text": text}
     if kind == "multi_label":
-        chosen = row > task.threshold_array(len(names))
-        result["labels"] = [n for n, c in zip(names, chosen) if c]
+        result["labels"] = list(chosen)
     else:
         result["label"] = names[int(row.argmax())]
     result["probabilities"] = {n: round(float(p), 6)

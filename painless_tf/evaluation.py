@@ -254,7 +254,7 @@ def regression_report(y_true, y_pred) -> dict:
     }
 
 
-# The summary numbers of each task, the first one first.
+# The summary numbers of each task's report, in the order tables show them.
 HEADLINE_KEYS = {
     "classification": ("accuracy", "macro_f1"),
     "multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
@@ -264,7 +264,8 @@ HEADLINE_KEYS = {
 
 def headline(report) -> dict:
     """The report's summary numbers, by name (without per-class rows)."""
-    keys = HEADLINE_KEYS[report.get("task", "classification")]
+    keys = HEADLINE_KEYS.get(report.get("task"),
+                             HEADLINE_KEYS["classification"])
     return {key: report[key] for key in keys}
 
 

@@ -181,10 +181,12 @@ def test_export_writes_every_artifact_and_its_report(files, exported):
     ]
     assert report["test_examples"] == 40
     assert report["representative_examples"] == 24
+    assert report["task"]["kind"] == "classification"
     for name, row in rows.items():
         if name != "keras_int8":
             assert row["size_bytes"] > 0, name
         assert 0.5 <= row["accuracy"] <= 1.0, (name, row)
+        assert 0.0 < row["macro_f1"] <= 1.0, (name, row)
         for key in ("batch_1", "batch_8"):
             timing = row["latency_ms_per_example"][key]
             assert 0 < timing["mean"] <= timing["p95"] * 1.0001, (name, key)
@@ -489,6 +491,13 @@ def test_bad_paths_and_options_fail_in_one_line(files, exported, tmp_path):
          "Keras model dirs only"),
         (lambda: export.export_model(str(tmp_path), options=options),
          "no trained model there"),
+        # Multi-hot rows for a classifier: another task's labels.
+        (lambda: export.export_model(
+            files["model_dir"], options=options, test=data.Examples(
+                texts=(("good", "bad"),), labels=[[1.0, 0.0], [0.0, 1.0]],
+                lines=(2, 3), source="hot.csv")),
+         r"labels of shape \[2, 2\] \(float32\); the model is a "
+         "classification model and needs class ids"),
     ]
     lonely = tmp_path / "lonely.tflite"
     shutil.copy(os.path.join(export_dir, "model_float32.tflite"), lonely)

@@ -315,5 +315,118 @@ def test_evaluate_and_predict_on_the_model_dir(finished):
         # In the target's units (std 2.7): three "good" score well above
         # none, by more than a standardized output would differ.
         assert out[2]["value"] > out[1]["value"] + 2.0, out
-    with pytest.raises(export.ExportError, match=f"holds a {task} model"):
-        export.export_model(model_dir)
+
+
+# The float32 .tflite file against Keras: its kernels differ from
+# TensorFlow's by float round-off, the SavedModel by less.
+_EXPORT_TOLERANCE = {"saved_model": 1e-5, "tflite_float32": 1e-4}
+
+
+def test_export_matches_the_model_dir(finished):
+    """apps.export on a multi-label or regression model dir: the artifacts
+    give the Keras predictor's probabilities and label sets, or its values
+    in the target's units, and the report has the task's metrics."""
+    import tensorflow as tf
+
+    task, root, model_dir, _ = finished
+    rows = (tiny.multi_label_rows if task == "multi_label"
+            else tiny.regression_rows)(24, seed=7)
+    held_out = tiny.write_csv(root / "export_test.csv", rows)
+    _app("apps.export", f"--model_dir={model_dir}",
+         f"--test_data={held_out}", f"--representative_data={held_out}",
+         "--formats=saved_model,tflite_float32", "--latency_calls=1",
+         "--latency_batch_size=8")
+    folder = os.path.join(model_dir, export.EXPORT_DIR)
+    with open(os.path.join(folder, export.REPORT_FILE)) as f:
+        report = json.load(f)
+    with open(os.path.join(folder, export.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    with open(os.path.join(model_dir, "task.json")) as f:
+        spec = json.load(f)
+    assert report["skipped"] == {}, report["skipped"]
+    assert list(report["artifacts"]) == [
+        "keras", "saved_model", "tflite_float32"]
+    assert report["task"]["kind"] == metadata["task"]["kind"] == task
+    assert list(metadata["outputs"]) == [export.SCORE_OUTPUTS[task]]
+    with open(os.path.join(folder, "README.md")) as f:
+        assert f'["{export.SCORE_OUTPUTS[task]}"]' in f.read()
+
+    texts = [text for text, _ in rows] + ["", "good " * 40]
+    keras_predictor = export.load_predictor(model_dir)
+    reference, names = keras_predictor(texts)
+    artifacts = {name: os.path.join(folder, file)
+                 for name, file in metadata["artifacts"].items()}
+    # The SavedModel's own signature, as a server without painless_tf
+    # calls it: the task's output by name.
+    serve = tf.saved_model.load(artifacts["saved_model"]).signatures[
+        "serving_default"]
+    served = serve(text=tf.constant(texts))
+    truth = [label for _, label in rows]
+    if task == "multi_label":
+        assert set(served) == {"probabilities"}
+        assert metadata["task"]["thresholds"] == spec["thresholds"]
+        thresholds = np.array(spec["thresholds"])
+        # Sigmoids, one per label: rows need not sum to 1.
+        assert not np.allclose(reference.sum(axis=1), 1.0)
+        expected_sets = keras_predictor.label_sets(reference)
+        assert expected_sets == [
+            tuple(n for n, p, t in zip(names, row, thresholds) if p > t)
+            for row in reference]
+        assert len(set(expected_sets)) > 2, expected_sets
+        hot = np.array([[n in json.loads(label) for n in names]
+                        for label in truth], float)
+    else:
+        assert set(served) == {"value"}
+        assert metadata["task"]["mean"] == spec["mean"]
+        # The target's units (std 2.7, as in the predict test above): a
+        # spread a standardized output would not reach.
+        assert reference.shape == (len(texts), 1)
+        assert np.ptp(reference) > 2.0, reference
+        targets = np.array([float(label) for label in truth])
+    np.testing.assert_allclose(
+        np.asarray(served[export.SCORE_OUTPUTS[task]]).reshape(
+            reference.shape), reference, atol=1e-5, rtol=1e-6)
+
+    for name, path in artifacts.items():
+        # At the report's batch size: its rows are padded alike.
+        predictor = export.load_predictor(path, batch_size=8)
+        assert predictor.task.kind == task and predictor.label_names == names
+        scores, _ = predictor(texts)
+        tolerance = _EXPORT_TOLERANCE[name]
+        row = report["artifacts"][name]
+        if task == "multi_label":
+            np.testing.assert_allclose(scores, reference, atol=tolerance,
+                                       rtol=0, err_msg=name)
+            # The label sets equal Keras's wherever round-off cannot move a
+            # probability across its threshold (nearly everywhere).
+            decisive = np.abs(reference - thresholds) > tolerance
+            assert decisive.mean() > 0.9, decisive
+            got = np.array([[n in s for n in names]
+                            for s in predictor.label_sets(scores)])
+            want = np.array([[n in s for n in names] for s in expected_sets])
+            np.testing.assert_array_equal(got[decisive], want[decisive],
+                                          err_msg=name)
+            expected = evaluation.multilabel_report(
+                hot, scores[:len(rows)], names, thresholds)
+            assert row["label_set_agreement"] >= 0.9, row
+            assert row["max_abs_prob_diff"] <= tolerance, row
+        else:
+            np.testing.assert_allclose(scores, reference, atol=tolerance,
+                                       rtol=1e-5, err_msg=name)
+            expected = evaluation.regression_report(targets,
+                                                    scores[:len(rows)])
+            assert row["max_abs_value_diff"] <= 10 * tolerance, row
+        # The report's numbers: this artifact's own metrics on the raw
+        # held-out labels (standardized by the app, as the run did).
+        for key, value in evaluation.headline(expected).items():
+            assert row[key] == pytest.approx(value, abs=1e-5), (name, key)
+    keras_row = report["artifacts"]["keras"]
+    if task == "multi_label":
+        assert keras_row["micro_f1"] > 0.5, keras_row
+    else:
+        assert keras_row["pearson"] > 0.8, keras_row
+    table = export.format_report(report)
+    header = table.splitlines()[0]
+    for key in evaluation.HEADLINE_KEYS[task]:
+        assert f" {key} |" in header, header
+    assert "accuracy |" not in header.replace("subset_accuracy", "")

@@ -1,7 +1,8 @@
 """Export a trained model dir for serving and for the edge, and measure it.
 
 `export_model(model_dir)` reads what `apps/finetune.py` wrote (the keras-hub
-preset in `model/`, `labels.json`) and writes into `<model_dir>/export/`
+preset in `model/`, `labels.json`, `task.json`) and writes into
+`<model_dir>/export/`
 every format the model's tokenizer allows. Each format is built, loaded
 back and checked on its own; one that fails (a converter error, an int8
 calibration that cannot run, no calibration texts) is left out with its
@@ -16,17 +17,32 @@ replaced only when at least one format was written:
 | `model_dynamic_int8.tflite` | `tflite_dynamic_int8` | TFLite + TF Text ops |
 | `model_int8.tflite` | `tflite_int8` | TFLite + TF Text ops |
 | `tokenizer/` | | byte-level BPE only: the tokenizer files |
-| `export_metadata.json` | | label names, inputs, tokenizer |
-| `export_report.json` | | sizes, latencies, accuracies |
+| `export_metadata.json` | | label names, task, inputs, outputs, tokenizer |
+| `export_report.json` | | sizes, latencies, the task's metrics |
 | `README.md` | | how to load each artifact |
 
 `keras_int8` (`model.quantize("int8")`) is measured in memory only.
 
 Every artifact maps a batch of texts `text: string [N]` (plus `text_pair:
-string [N]` for a model trained on sentence pairs) to
+string [N]` for a model trained on sentence pairs) to the outputs of the
+model dir's task (`task.json`; `SCORE_OUTPUTS` names the one with the
+scores):
 
-    {"probabilities": float32 [N, C], "label_ids": int64 [N],
-     "labels": string [N]}
+* classification: `{"probabilities": float32 [N, C], "label_ids": int64
+  [N], "labels": string [N]}` (softmax);
+* multi-label: `{"probabilities": float32 [N, K]}`, one sigmoid per label.
+  A label is predicted where its probability is above its threshold, tuned
+  on the validation split: `export_metadata.json` keeps them
+  (`task.thresholds`, in label order), and `Predictor.label_sets` applies
+  them;
+* regression: `{"value": float32 [N]}`, in the target's units: the model
+  learns `(target - mean) / std`, and the graph takes its output back with
+  the training mean and std (`task.mean`, `task.std` in the metadata).
+
+`export_report.json` scores each artifact with the task's metrics on the
+test rows (accuracy and macro-F1; micro/macro-F1 and subset accuracy;
+RMSE, MAE, Pearson and Spearman) and gives its largest difference from the
+Keras model.
 
 Tokenization happens inside the graph:
 
@@ -86,16 +102,19 @@ math. `model.quantize("int8")` keeps Keras's accuracy (-0.15 points) in
 3.9x less memory, but runs 2.7-4x slower on CPU.
 
 `load_predictor(path)` gives one callable for a Keras model dir, a SavedModel
-or a .tflite file, so that `apps/predict.py` prints the same thing for all.
+or a .tflite file, so that `apps/predict.py` prints the same thing for all:
+class or label probabilities, or regression values `[N, 1]` in the target's
+units, with the model's task (`predictor.task`).
 
 The package holds one module per concern; each imports only those above it:
 
-* `formats`: the format and file names, `ExportOptions`, `ExportError`, and
-  the attempt that keeps one format's failure its own.
+* `formats`: the format and file names, the score output of each task,
+  `ExportOptions`, `ExportError`, and the attempt that keeps one format's
+  failure its own.
 * `reading`: reading a trained model dir: the classifier, its labels, its
-  text columns (`recorded_text_columns`).
-* `saved_model`: the serving signature every artifact shares, and the
-  SavedModel.
+  task, its text columns (`recorded_text_columns`).
+* `saved_model`: the serving signature every artifact shares (each task's
+  outputs), and the SavedModel.
 * `tflite_graph`: the graph the .tflite files are converted from: TF Text
   tokenization with TFLite kernels, packing with builtin ops.
 * `token_ids`: the .tflite graph over token ids for byte-level BPE, its
@@ -116,6 +135,7 @@ from painless_tf.export.formats import INPUT_NAMES
 from painless_tf.export.formats import METADATA_FILE
 from painless_tf.export.formats import REPORT_FILE
 from painless_tf.export.formats import SAVED_MODEL_DIR
+from painless_tf.export.formats import SCORE_OUTPUTS
 from painless_tf.export.formats import TFLITE_FILES
 from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import ExportOptions
@@ -132,6 +152,7 @@ __all__ = [
     "METADATA_FILE",
     "REPORT_FILE",
     "SAVED_MODEL_DIR",
+    "SCORE_OUTPUTS",
     "TFLITE_FILES",
     "ExportError",
     "ExportOptions",

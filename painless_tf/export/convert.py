@@ -50,12 +50,14 @@ def _convert_tflite(source, name, calibration, host=None):
         return converter.convert()
 
 
-def _probe_float32(source, num_text_columns, host=None):
+def _probe_float32(source, num_text_columns, host=None,
+                   output="probabilities"):
     """`(content, static)`: the float32 TFLite model of `source` (None if
     it does not convert or run), and whether it has ops that neither TFLite
     nor TF Text has a kernel for (they became custom ops, which fail when
     the graph first runs). Failures are left to the formats' own attempts,
-    which report them."""
+    which report them. `output`: the graph's score output
+    (`SCORE_OUTPUTS`)."""
     try:
         content = _convert_tflite(source, "tflite_float32", None, host=host)
     except Exception:  # noqa: BLE001
@@ -65,7 +67,8 @@ def _probe_float32(source, num_text_columns, host=None):
         with open(path, "wb") as f:
             f.write(content)
         try:
-            predict = _tflite_predict_fn(path, num_threads=1, host=host)
+            predict = _tflite_predict_fn(path, num_threads=1, host=host,
+                                         output=output)
             predict(["a b"], ["c"] if num_text_columns == 2 else None)
         except Exception as error:  # noqa: BLE001
             return None, "unresolved custom op" in str(error)

@@ -1,7 +1,8 @@
 """The export's formats, its options, its error, and how one format fails.
 
 `FORMATS` names what `export_model` can build, `TFLITE_FILES` and the other
-names the files it writes into `<model_dir>/export/`; `ExportOptions` picks
+names the files it writes into `<model_dir>/export/`, `SCORE_OUTPUTS` the
+output that carries each task's scores; `ExportOptions` picks
 the formats and sets the measurement; `ExportError` is what every part of
 the export raises for a model dir, artifact or option it cannot take.
 `_format_attempt` keeps one format's failure its own, both while it is built
@@ -36,6 +37,14 @@ SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "export_metadata.json"
 REPORT_FILE = "export_report.json"
 INPUT_NAMES = ("text", "text_pair")
+# The output of every artifact that carries the model's scores, per task:
+# class probabilities (softmax), label probabilities (sigmoid), or the
+# value in the target's units.
+SCORE_OUTPUTS = {
+    "classification": "probabilities",
+    "multi_label": "probabilities",
+    "regression": "value",
+}
 
 
 class ExportError(ValueError):

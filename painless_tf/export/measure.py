@@ -1,11 +1,14 @@
 """Measuring the artifacts side by side, and the report's table.
 
-Each artifact is loaded back and checked (finite probabilities; the
-SavedModel within float round-off of the Keras model), scored against the
-Keras model on the test rows (accuracy, largest difference, argmax
-agreement; for the .tflite files also over the rows tokenized alike), timed
-at batch 1 and at a batch, and sized; each quantized artifact is compared
-with its float one. `format_report` prints the result as a Markdown table.
+Each artifact is loaded back and checked (finite outputs; the SavedModel
+within float round-off of the Keras model), scored on the test rows with
+the task's metrics (`evaluation.HEADLINE_KEYS`: accuracy and macro-F1;
+micro/macro-F1 and subset accuracy for multi-label; RMSE, MAE, Pearson and
+Spearman for regression) and against the Keras model (largest difference;
+the share of rows with the same predicted class or label set; for the
+.tflite files also over the rows tokenized alike), timed at batch 1 and at
+a batch, and sized; each quantized artifact is compared with its float
+one. `format_report` prints the result as a Markdown table.
 """
 
 import math
@@ -18,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from painless_tf import evaluation
 from painless_tf import hardware
 from painless_tf.export.formats import SAVED_MODEL_DIR
 from painless_tf.export.formats import TFLITE_FILES
@@ -28,13 +32,23 @@ from painless_tf.export.predictors import _keras_predictor
 from painless_tf.export.predictors import load_predictor
 from painless_tf.export.reading import _load_model_dir
 from painless_tf.export.reading import model_dir_task
+from painless_tf.export.reading import _task_entry
 from painless_tf.export.saved_model import _preprocess
 from painless_tf.export.tflite_graph import _tflite_inputs
 from painless_tf.export.tflite_graph import _tflite_tokenize_fn
 
 # The SavedModel runs the Keras model's own graph: anything beyond float
-# round-off is a bug, not a quantization cost.
+# round-off is a bug, not a quantization cost. Relative to the largest
+# value for regression, whose values are in the target's units.
 _SAVED_MODEL_TOLERANCE = 1e-4
+# The report's keys for the largest difference from the Keras model, and
+# for the share of rows whose prediction equals the Keras model's (none
+# for regression: its difference says it all).
+_DIFF_KEYS = {"classification": "max_abs_prob_diff",
+              "multi_label": "max_abs_prob_diff",
+              "regression": "max_abs_value_diff"}
+_AGREEMENT_KEYS = {"classification": "argmax_agreement",
+                   "multi_label": "label_set_agreement"}
 # Calls to each artifact before timing: the first calls build kernels,
 # allocate tensors and resize the TFLite interpreter.
 _WARMUP_CALLS = 2
@@ -44,7 +58,7 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
              artifacts, options, test, representative, skipped):
     """Loads every artifact back, then times and scores them side by side.
 
-    An artifact that does not load, returns non-finite probabilities or (the
+    An artifact that does not load, returns non-finite outputs or (the
     SavedModel) differs from the Keras model beyond float round-off is
     removed from `artifacts` and from disk, with its reason in `skipped`.
     """
@@ -86,12 +100,17 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
         same_tokens = None
         if any(name in TFLITE_FILES for name in predictors):
             same_tokens = _same_tokens(classifier, test)
-        _score(predictors, rows, test, same_tokens)
-        difference = rows.get("saved_model", {}).get("max_abs_prob_diff", 0.0)
-        if difference > _SAVED_MODEL_TOLERANCE:
+        reference = _score(predictors, rows, test, same_tokens, task,
+                           vocab.names)
+        difference = rows.get("saved_model", {}).get(_DIFF_KEYS[task.kind],
+                                                     0.0)
+        allowed = _SAVED_MODEL_TOLERANCE * (
+            max(1.0, float(np.max(np.abs(reference), initial=0.0)))
+            if task.kind == "regression" else 1.0)
+        if difference > allowed:
             skipped["saved_model"] = (
-                f"its probabilities differ from the Keras model's by up to "
-                f"{difference:.2g} (> {_SAVED_MODEL_TOLERANCE}); report this "
+                f"its outputs differ from the Keras model's by up to "
+                f"{difference:.2g} (> {allowed:.2g}); report this "
                 "with the model class and the TensorFlow, Keras and "
                 "keras-hub versions")
             shutil.rmtree(os.path.join(staging, SAVED_MODEL_DIR))
@@ -105,6 +124,7 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
     env = hardware.detect_environment(gpu_lister=lambda: [])
     return {
         "model_dir": model_dir,
+        "task": _task_entry(task, len(vocab)),
         "label_names": list(vocab.names),
         "num_text_columns": num_text_columns,
         "cpu": env.cpu_model,
@@ -127,8 +147,9 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
     }
 
 
-def _score(predictors, rows, test, same_tokens):
-    """Accuracy and agreement with the Keras model, per artifact.
+def _score(predictors, rows, test, same_tokens, task, label_names):
+    """The task's metrics and the agreement with the Keras model, per
+    artifact; returns the Keras model's scores.
 
     For the .tflite files, whose tokenizer differs from keras-hub's on
     accented text, the difference is also given over the rows both tokenize
@@ -137,40 +158,59 @@ def _score(predictors, rows, test, same_tokens):
     columns = test.texts
     pairs = columns[1] if len(columns) == 2 else None
     reference, _ = predictors["keras"](columns[0], pairs)
+    diff_key = _DIFF_KEYS[task.kind]
+    agreement_key = _AGREEMENT_KEYS.get(task.kind)
     for name, predictor in predictors.items():
         started = time.perf_counter()
-        probabilities = reference if name == "keras" else predictor(
+        scores = reference if name == "keras" else predictor(
             columns[0], pairs
         )[0]
-        _check_finite(name, probabilities)
-        predicted = probabilities.argmax(axis=-1)
-        rows[name].update(
-            accuracy=float(np.mean(predicted == test.labels)),
-            max_abs_prob_diff=float(np.max(
-                np.abs(probabilities - reference), initial=0.0
-            )),
-            argmax_agreement=float(
-                np.mean(predicted == reference.argmax(axis=-1))
-            ),
-        )
+        _check_finite(name, scores)
+        metrics = _task_metrics(task, test.labels, scores, label_names)
+        rows[name].update(metrics)
+        difference = np.abs(scores - reference)
+        rows[name][diff_key] = float(np.max(difference, initial=0.0))
+        if agreement_key:
+            rows[name][agreement_key] = float(np.mean(np.all(
+                _decisions(task, scores) == _decisions(task, reference),
+                axis=-1)))
         if name in TFLITE_FILES:
-            rows[name].update(
-                tokenization_agreement=float(np.mean(same_tokens)),
-                max_abs_prob_diff_same_tokens=float(np.max(
-                    np.abs(probabilities - reference)[same_tokens],
-                    initial=0.0,
-                )),
-            )
+            rows[name].update({
+                "tokenization_agreement": float(np.mean(same_tokens)),
+                f"{diff_key}_same_tokens": float(np.max(
+                    difference[same_tokens], initial=0.0)),
+            })
         logging.info(
-            "export: %s accuracy %.4f on %d test rows (%.1f s)", name,
-            rows[name]["accuracy"], len(test), time.perf_counter() - started,
+            "export: %s %s on %d test rows (%.1f s)", name,
+            ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+            len(test), time.perf_counter() - started,
         )
+    return reference
 
 
-def _check_finite(name, probabilities):
-    if not np.all(np.isfinite(probabilities)):
+def _task_metrics(task, labels, scores, label_names):
+    """The headline numbers of the task's test report (`evaluation`)."""
+    if task.kind == "regression":
+        # The predictors give the target's units; the labels are
+        # standardized, as the run trained on them.
+        report = evaluation.regression_report(task.destandardize(labels),
+                                              scores)
+    else:
+        report = evaluation.report_for(task, labels, scores, label_names)
+    return evaluation.headline(report)
+
+
+def _decisions(task, scores):
+    """[N, 1] predicted class ids, or [N, K] predicted label sets."""
+    if task.kind == "multi_label":
+        return scores > task.threshold_array(scores.shape[1])[None, :]
+    return scores.argmax(axis=-1)[:, None]
+
+
+def _check_finite(name, scores):
+    if not np.all(np.isfinite(scores)):
         raise ExportError(
-            f"The exported {name} returns non-finite probabilities. Report "
+            f"The exported {name} returns non-finite outputs. Report "
             "this with the model class and the TensorFlow, Keras and "
             "keras-hub versions."
         )
@@ -293,9 +333,12 @@ def format_report(report: Mapping) -> str:
     """The report as a Markdown table, one row per artifact, then the ratios.
 
     `MB` is the size on disk; for `keras_int8`, which lives in memory only,
-    the weights' size in memory (marked `mem`). `agree` is the share of test
-    rows whose predicted class equals the Keras model's. Latencies are per
-    example, mean and p95, at batch 1 and at the report's batch size.
+    the weights' size in memory (marked `mem`). Then the task's metrics on
+    the test rows (`evaluation.HEADLINE_KEYS`), the largest difference from
+    the Keras model's outputs, and (classification, multi-label) `agree`:
+    the share of test rows whose predicted class or label set equals the
+    Keras model's. Latencies are per example, mean and p95, at batch 1 and
+    at the report's batch size.
 
     Args:
         report: Mapping. What `export_model` returns.
@@ -309,16 +352,22 @@ def format_report(report: Mapping) -> str:
 
     >>> print(format_report({"latency_batch_size": 32, "artifacts": {
     ...     "keras": {"size_bytes": 2_000_000, "accuracy": 0.8}}}))
-    | artifact | MB | accuracy | max diff | agree | b1 ms (p95) | b32 ms (p95) |
-    |---|---|---|---|---|---|---|
-    | keras | 2.00 | 0.8000 | - | - | - | - |
+    | artifact | MB | accuracy | macro_f1 | max diff | agree | b1 ms (p95) | b32 ms (p95) |
+    |---|---|---|---|---|---|---|---|
+    | keras | 2.00 | 0.8000 | - | - | - | - | - |
     """
     batch = report.get("latency_batch_size")
-    lines = [
-        "| artifact | MB | accuracy | max diff | agree | b1 ms (p95) | "
-        f"b{batch} ms (p95) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    # Reports written before the task was recorded are classifiers'.
+    kind = (report.get("task") or {}).get("kind", "classification")
+    metrics = evaluation.HEADLINE_KEYS[kind]
+    diff_key = _DIFF_KEYS[kind]
+    agreement_key = _AGREEMENT_KEYS.get(kind)
+    header = ["artifact", "MB", *metrics, "max diff"]
+    if agreement_key:
+        header.append("agree")
+    header += ["b1 ms (p95)", f"b{batch} ms (p95)"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
     for name, row in report.get("artifacts", {}).items():
         if row.get("size_bytes"):
             size = f"{row['size_bytes'] / 1e6:.2f}"
@@ -327,13 +376,11 @@ def format_report(report: Mapping) -> str:
         else:
             size = "-"
         latency = row.get("latency_ms_per_example", {})
-        cells = [
-            name,
-            size,
-            _cell(row.get("accuracy"), "{:.4f}"),
-            _cell(row.get("max_abs_prob_diff"), "{:.1e}"),
-            _cell(row.get("argmax_agreement"), "{:.4f}"),
-        ]
+        cells = [name, size]
+        cells += [_cell(row.get(key), "{:.4f}") for key in metrics]
+        cells.append(_cell(row.get(diff_key), "{:.1e}"))
+        if agreement_key:
+            cells.append(_cell(row.get(agreement_key), "{:.4f}"))
         for key in ("batch_1", f"batch_{batch}"):
             timing = latency.get(key)
             cells.append(
@@ -350,7 +397,7 @@ def format_report(report: Mapping) -> str:
         lines.append(
             f"tflite tokenization = keras-hub's on {agreement:.2%} of test "
             "rows; max diff on those: " + ", ".join(
-                f"{name} {row['max_abs_prob_diff_same_tokens']:.1e}"
+                f"{name} {row[diff_key + '_same_tokens']:.1e}"
                 for name, row in tflite.items()
             )
         )

@@ -1,9 +1,9 @@
 """Loading any artifact to predict with: `Predictor` and `load_predictor`.
 
 One callable for a Keras model dir, a SavedModel or a .tflite file (run
-with TF Text's TFLite op resolver), with the label names and text columns
-of `export_metadata.json`, so that `apps/predict.py` and `apps/evaluate.py`
-print the same thing for all.
+with TF Text's TFLite op resolver), with the label names, text columns and
+task of `export_metadata.json` (a model dir's own `task.json`), so that
+`apps/predict.py` and `apps/evaluate.py` print the same thing for all.
 """
 
 import contextlib
@@ -18,8 +18,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from painless_tf import data as data_lib
 from painless_tf.export import token_ids as token_ids_lib
 from painless_tf.export.formats import METADATA_FILE
+from painless_tf.export.formats import SCORE_OUTPUTS
 from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import _check_positive
 from painless_tf.export.reading import _keras_model_dir
@@ -32,7 +34,7 @@ from painless_tf.export.saved_model import _preprocess
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Predictor:
-    """Class probabilities from any artifact: `predictor(texts[, pairs])`.
+    """The model's scores from any artifact: `predictor(texts[, pairs])`.
 
     Build one with `load_predictor`.
 
@@ -42,14 +44,15 @@ class Predictor:
         label_names: tuple of str. Class names in id order.
         num_text_columns: int. 1, or 2 for sentence pairs.
         predict_batch: callable. Maps a list of texts (and one of pairs, or
-            None) to float32 probabilities `[n, C]`; called with at most
-            `batch_size` rows.
+            None) to float32 scores `[n, C]` (or `[n]`, one per row);
+            called with at most `batch_size` rows.
         batch_size: int. Rows per call of `predict_batch`.
-        task: `data.TaskSpec` or None. A Keras model dir's task: for
-            "multi_label" the scores are label probabilities (sigmoid; the
-            tuned thresholds are in `task.thresholds`), for "regression"
-            one value per row in the target's units `[N, 1]`; None (or
-            classification): class probabilities.
+        task: `data.TaskSpec` or None. The model's task (a model dir's
+            `task.json`, an export's metadata): for "multi_label" the
+            scores are label probabilities (sigmoid; the tuned thresholds
+            are in `task.thresholds`, applied by `label_sets`), for
+            "regression" one value per row in the target's units `[N, 1]`;
+            None (or classification): class probabilities.
 
     Examples:
 
@@ -98,15 +101,48 @@ class Predictor:
         outputs = []
         for start in range(0, len(texts), self.batch_size):
             stop = start + self.batch_size
-            outputs.append(np.asarray(self.predict_batch(
+            scores = np.asarray(self.predict_batch(
                 texts[start:stop],
                 None if pairs is None else pairs[start:stop],
-            ), dtype=np.float32))
+            ), dtype=np.float32)
+            # A regression artifact's `value` is [n]; every predictor
+            # gives [n, 1] for it, as the Keras model does.
+            outputs.append(scores.reshape(len(texts[start:stop]), -1))
         if not outputs:
             return np.zeros((0, len(self.label_names)), np.float32), (
                 self.label_names
             )
         return np.concatenate(outputs), self.label_names
+
+    def label_sets(self, probabilities: np.ndarray) -> list[tuple[str, ...]]:
+        """The labels above their thresholds, per row, for a multi-label
+        model (the thresholds tuned on validation, else 0.5 each).
+
+        Args:
+            probabilities: np.ndarray. What `self(texts)` returned, [N, K].
+
+        Returns:
+            One tuple of label names per row, in id order.
+
+        Examples:
+
+        >>> from painless_tf import data
+        >>> p = Predictor(kind="keras", path="-", label_names=("a", "b"),
+        ...     num_text_columns=1, predict_batch=None,
+        ...     task=data.TaskSpec("multi_label", thresholds=(0.5, 0.2)))
+        >>> p.label_sets(np.array([[0.6, 0.3], [0.4, 0.1]]))
+        [('a', 'b'), ()]
+        """
+        kind = self.task.kind if self.task is not None else "classification"
+        if kind != "multi_label":
+            raise ExportError(
+                f"{self.path}: label sets are for multi-label models; this "
+                f"one is a {kind} model. Take the argmax (classification) "
+                "or the value (regression) instead.")
+        chosen = np.asarray(probabilities) > self.task.threshold_array(
+            len(self.label_names))[None, :]
+        return [tuple(name for name, c in zip(self.label_names, row) if c)
+                for row in chosen]
 
 
 def load_predictor(
@@ -134,8 +170,9 @@ def load_predictor(
             `text_columns` in its `metrics.json` or `plan.json`, else 1.
 
     Returns:
-        A `Predictor`: `predictor(texts[, pairs]) -> (probabilities,
-        label_names)`.
+        A `Predictor`: `predictor(texts[, pairs]) -> (scores, label_names)`:
+        class or label probabilities, or for regression the value in the
+        target's units `[N, 1]`; `predictor.task` is the model's task.
 
     Raises:
         ExportError: for a path that is none of the above.
@@ -190,6 +227,8 @@ def load_predictor(
             f"{path} was exported for {columns} text column(s), not "
             f"{num_text_columns}. Pass the matching number or export again."
         )
+    task = metadata["task"]
+    output = SCORE_OUTPUTS[task.kind]
     if kind == "tflite":
         host = None
         tokenizer = os.path.join(os.path.dirname(path),
@@ -202,13 +241,14 @@ def load_predictor(
                     f"not beside it ({tokenizer}/). Copy the export's "
                     "tokenizer/ folder next to the .tflite file.")
             host = token_ids_lib.load_host_packer(tokenizer)
-        predict_batch = _tflite_predict_fn(path, num_threads, host=host)
+        predict_batch = _tflite_predict_fn(path, num_threads, host=host,
+                                           output=output)
     else:
-        predict_batch = _saved_model_predict_fn(path)
+        predict_batch = _saved_model_predict_fn(path, output)
     return Predictor(
         kind=kind, path=path, label_names=tuple(metadata["label_names"]),
         num_text_columns=columns, predict_batch=predict_batch,
-        batch_size=batch_size,
+        batch_size=batch_size, task=task,
     )
 
 
@@ -245,30 +285,32 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
     )
 
 
-def _saved_model_predict_fn(path):
+def _saved_model_predict_fn(path, output="probabilities"):
+    """`output`: the signature's score output (`SCORE_OUTPUTS`)."""
     serve = tf.saved_model.load(path).signatures["serving_default"]
 
     def predict_batch(texts, pairs):
         inputs = {"text": tf.constant(texts, tf.string)}
         if pairs is not None:
             inputs["text_pair"] = tf.constant(pairs, tf.string)
-        return serve(**inputs)["probabilities"].numpy()
+        return serve(**inputs)[output].numpy()
 
     return predict_batch
 
 
-def _tflite_predict_fn(path, num_threads, host=None):
+def _tflite_predict_fn(path, num_threads, host=None, output="probabilities"):
     """`host`: the packer of a token-id .tflite file (`token_ids.py`);
-    None for one that tokenizes strings in its graph."""
+    None for one that tokenizes strings in its graph. `output`: the
+    signature's score output (`SCORE_OUTPUTS`)."""
     runner = _tflite_interpreter(path, num_threads).get_signature_runner()
 
     def predict_batch(texts, pairs):
         if host is not None:
-            return runner(**host(texts, pairs))["probabilities"]
+            return runner(**host(texts, pairs))[output]
         inputs = {"text": np.array(texts, dtype=object)}
         if pairs is not None:
             inputs["text_pair"] = np.array(pairs, dtype=object)
-        return runner(**inputs)["probabilities"]
+        return runner(**inputs)[output]
 
     return predict_batch
 
@@ -299,12 +341,16 @@ def _read_metadata(folder, artifact):
             metadata = json.load(f)
         names = metadata["label_names"]
         columns = metadata["num_text_columns"]
+        # Exports written before the task was recorded are classifiers.
+        task = data_lib.TaskSpec(**metadata.get(
+            "task", {"kind": "classification"}))
     except FileNotFoundError:
         raise ExportError(
             f"{artifact}: no {METADATA_FILE} beside it (label names, "
             "inputs). Copy it from the export folder next to the artifact."
         ) from None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError,
+            data_lib.DataError) as e:
         raise ExportError(
             f"{path}: not an export metadata file ({type(e).__name__}: {e}). "
             "Export the model again."
@@ -312,7 +358,7 @@ def _read_metadata(folder, artifact):
     # Exports written before token-id .tflite files existed take strings.
     inputs = (metadata.get("tflite_tokenizer") or {}).get("inputs", "text")
     return {"label_names": names, "num_text_columns": columns,
-            "tflite_inputs": inputs}
+            "tflite_inputs": inputs, "task": task}
 
 
 def _as_text(value):

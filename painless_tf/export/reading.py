@@ -77,6 +77,16 @@ def model_dir_task(path):
         raise ExportError(str(e)) from None
 
 
+def _task_entry(task, num_labels):
+    """The task as the export's metadata and report record it: the
+    `TaskSpec` fields, a multi-label model's thresholds spelled out (the
+    tuned ones, else 0.5 each: what every reader applies)."""
+    entry = task.to_dict()
+    if task.kind == "multi_label":
+        entry["thresholds"] = task.threshold_array(num_labels).tolist()
+    return entry
+
+
 def _quantize_int8(classifier):
     # `TextClassifier.quantize` also visits the preprocessor, whose tokenizer
     # is never "built" and makes Keras refuse; the weights all live in the

@@ -1,7 +1,8 @@
 """The serving signature every artifact shares, and the SavedModel.
 
-`serving_default` maps `text` (and `text_pair`) string [N] to
-`probabilities`, `label_ids` and `labels`. The SavedModel runs the model's
+`serving_default` maps `text` (and `text_pair`) string [N] to the task's
+outputs (`_output_fn`): `probabilities`, `label_ids` and `labels` for a
+classifier, `probabilities` for multi-label, `value` for regression. The SavedModel runs the model's
 own keras-hub preprocessor inside it; `tflite_graph` puts its own tokenizer
 in front of the same outputs and endpoint.
 """
@@ -13,6 +14,7 @@ from painless_tf import models
 from painless_tf import truncation as truncation_lib
 from painless_tf.packing import _num_special_tokens
 from painless_tf.export.formats import INPUT_NAMES
+from painless_tf.export.formats import SCORE_OUTPUTS
 from painless_tf.export.formats import ExportError
 
 
@@ -66,19 +68,39 @@ def _input_names(preprocessor):
         return set(preprocessor(x=tf.constant(["a"])))
 
 
-def _output_fn(classifier, label_names):
-    """Maps the classifier's model inputs to the three serving outputs."""
+def _output_fn(classifier, label_names, task=None):
+    """Maps the classifier's model inputs to the serving outputs of `task`
+    (a `data.TaskSpec`; None is classification):
+
+    * classification: `probabilities` (softmax) float32 [N, C],
+      `label_ids` int64 [N] and `labels` string [N];
+    * multi_label: `probabilities` (one sigmoid per label) float32 [N, K];
+      the tuned thresholds are in the export's metadata;
+    * regression: `value` float32 [N], in the target's units (the model
+      learns `(target - mean) / std`; the graph takes it back).
+    """
     activation = _activation(classifier)
+    kind = task.kind if task is not None else "classification"
+    if kind != "classification" and activation != "linear":
+        raise ExportError(
+            f"A {kind} model must end in logits (activation=None); this one "
+            f"ends in activation={activation!r}. Fine-tune it again with "
+            "apps.finetune.")
     names = tf.constant(list(label_names))
 
     def outputs(x):
         scores = tf.cast(classifier(x, training=False), tf.float32)
+        if kind == "multi_label":
+            return {SCORE_OUTPUTS[kind]: tf.sigmoid(scores)}
+        if kind == "regression":
+            value = scores[:, 0] * float(task.std) + float(task.mean)
+            return {SCORE_OUTPUTS[kind]: value}
         probabilities = (
             scores if activation == "softmax" else tf.nn.softmax(scores)
         )
         label_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {
-            "probabilities": probabilities,
+            SCORE_OUTPUTS[kind]: probabilities,
             "label_ids": label_ids,
             "labels": tf.gather(names, label_ids),
         }
@@ -108,9 +130,9 @@ def _add_serving_endpoint(archive, fn, num_text_columns):
     )
 
 
-def _write_saved_model(classifier, vocab, num_text_columns, path):
+def _write_saved_model(classifier, vocab, num_text_columns, path, task=None):
     preprocessor = classifier.preprocessor
-    outputs = _output_fn(classifier, vocab.names)
+    outputs = _output_fn(classifier, vocab.names, task)
 
     def serve(*texts):
         return outputs(_preprocess(preprocessor, texts))

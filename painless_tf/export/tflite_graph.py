@@ -185,7 +185,7 @@ def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
 
 
 def _write_tflite_source(classifier, vocab, num_text_columns, path,
-                         full_width=None):
+                         full_width=None, task=None):
     """A SavedModel of the TFLite graph, for `from_saved_model`.
 
     Keras 3 variables reach the converter frozen only through an
@@ -193,7 +193,7 @@ def _write_tflite_source(classifier, vocab, num_text_columns, path,
     uninitialized resource variables (NaN outputs, TF 2.21).
     """
     tokenize = _tflite_tokenize_fn(classifier, num_text_columns, full_width)
-    outputs = _output_fn(classifier, vocab.names)
+    outputs = _output_fn(classifier, vocab.names, task)
     archive = keras.export.ExportArchive()
     _add_serving_endpoint(
         archive, lambda *texts: outputs(tokenize(*texts)), num_text_columns

@@ -100,10 +100,10 @@ def host_packer(preprocessor, *, full_width, names=None):
     return pack
 
 
-def write_source(classifier, vocab, path, *, full_width):
+def write_source(classifier, vocab, path, *, full_width, task=None):
     """A SavedModel of the token-id graph, for `from_saved_model`: int32
     inputs `[N, L]` (`L` fixed at the sequence length if `full_width`)."""
-    outputs = _output_fn(classifier, vocab.names)
+    outputs = _output_fn(classifier, vocab.names, task)
     names = input_names(classifier)
     length = (int(classifier.preprocessor.sequence_length) if full_width
               else None)

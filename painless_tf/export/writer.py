@@ -26,6 +26,7 @@ from painless_tf.export.formats import INPUT_NAMES
 from painless_tf.export.formats import METADATA_FILE
 from painless_tf.export.formats import REPORT_FILE
 from painless_tf.export.formats import SAVED_MODEL_DIR
+from painless_tf.export.formats import SCORE_OUTPUTS
 from painless_tf.export.formats import TFLITE_FILES
 from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import ExportOptions
@@ -35,6 +36,7 @@ from painless_tf.export import token_ids as token_ids_lib
 from painless_tf.export.reading import _keras_model_dir
 from painless_tf.export.reading import _load_model_dir
 from painless_tf.export.reading import model_dir_task
+from painless_tf.export.reading import _task_entry
 from painless_tf.export.reading import _model_dir_text_columns
 from painless_tf.export.reading import recorded_text_columns
 from painless_tf.export.saved_model import _write_saved_model
@@ -45,8 +47,9 @@ from painless_tf.packing import _num_special_tokens
 from painless_tf.packing import family_packer
 from painless_tf.export.tflite_graph import _write_tflite_source
 
-# Bumped whenever the layout of `export_metadata.json` changes.
-_METADATA_VERSION = 1
+# Bumped whenever the layout of `export_metadata.json` changes (2: the
+# task, its thresholds or target mean and std, and its outputs).
+_METADATA_VERSION = 2
 
 
 def export_model(
@@ -65,12 +68,15 @@ def export_model(
 
     Args:
         model_dir: str. A trained model dir: `model/` (keras-hub preset with
-            its preprocessor) and `labels.json`.
+            its preprocessor), `labels.json` and (multi-label, regression)
+            `task.json`.
         options: `ExportOptions` or None. Formats and measurement settings;
             None takes the defaults.
-        test: `data.Examples` or None. Labelled rows, with label ids of the
-            model's `labels.json`, for accuracy and latency; None skips
-            accuracy.
+        test: `data.Examples` or None. Labelled rows for the task's metrics
+            and latency, with labels as the run trained on them (the
+            `data.Splits` labels): class ids of the model's `labels.json`,
+            multi-hot rows (multi-label) or targets standardized by the
+            task's mean and std (regression); None skips the metrics.
         representative: `data.Examples` or None. Texts that calibrate
             `tflite_int8` (labels unused), e.g. the validation split;
             required for that format.
@@ -83,10 +89,10 @@ def export_model(
         `format_report`).
 
     Raises:
-        ExportError: for an unreadable model dir or inconsistent data; for
-            an artifact whose probabilities are not finite, or a SavedModel
-            that differs from the Keras model by more than 1e-4 (then
-            nothing is written).
+        ExportError: for an unreadable model dir or inconsistent data
+            (test labels that are not the task's); for an artifact whose
+            outputs are not finite, or a SavedModel that differs from the
+            Keras model by more than 1e-4 (then nothing is written).
 
     Examples:
 
@@ -95,8 +101,10 @@ def export_model(
     """
     options = options or ExportOptions()
     model_dir = os.path.abspath(os.fspath(model_dir))
-    _check_classification(model_dir)
+    task = model_dir_task(model_dir)
     classifier, vocab = _load_model_dir(model_dir)
+    if test is not None:
+        _check_test_labels(test, task, vocab)
     num_text_columns = _decide_text_columns(
         num_text_columns, _model_dir_text_columns(model_dir), test,
         representative,
@@ -123,26 +131,37 @@ def export_model(
     with model_dir_lib.ModelDir(model_dir, shared=True) as owner:
         target = owner.claim(EXPORT_DIR)
         report, skipped = _export_into(
-            model_dir, target, classifier, vocab, num_text_columns, options,
-            test, representative, skipped, tflite_formats)
+            model_dir, target, classifier, vocab, task, num_text_columns,
+            options, test, representative, skipped, tflite_formats)
     for name, reason in skipped.items():
         logging.warning("export: skipped %s: %s", name, reason)
     logging.info("export: wrote %s", os.path.join(model_dir, EXPORT_DIR))
     return report
 
 
-def _check_classification(model_dir):
-    # The artifacts end in a softmax over classes; a multi-label or
-    # regression head needs other outputs, which the export does not write.
-    task = model_dir_task(model_dir).kind
-    if task != "classification":
+def _check_test_labels(test, task, vocab):
+    """Refuses test labels of another task: class ids [n] for a classifier,
+    multi-hot [n, K] for multi-label, float targets [n] for regression (the
+    representative texts calibrate only: their labels may be any)."""
+    labels = test.labels
+    if task.kind == "multi_label":
+        fits = labels.ndim == 2 and labels.shape[1] == len(vocab)
+        want = f"multi-hot rows [n, {len(vocab)}]"
+    elif task.kind == "regression":
+        fits = labels.ndim == 1 and labels.dtype.kind == "f"
+        want = "float targets [n] (standardized by task.json's mean and std)"
+    else:
+        fits = labels.ndim == 1 and labels.dtype.kind in "iu"
+        want = "class ids [n]"
+    if not fits:
         raise ExportError(
-            f"--model_dir={model_dir} holds a {task} model; the export "
-            "writes classifiers only. Use apps.predict or apps.evaluate on "
-            "the model dir itself.")
+            f"The test rows ({test.source}) have labels of shape "
+            f"{list(labels.shape)} ({labels.dtype}); the model is a "
+            f"{task.kind} model and needs {want}. Encode them with "
+            "data.tasks.encode_labels, as the run did.")
 
 
-def _export_into(model_dir, target, classifier, vocab, num_text_columns,
+def _export_into(model_dir, target, classifier, vocab, task, num_text_columns,
                  options, test, representative, skipped, tflite_formats):
     staging = atomic.staging_dir(target)
     try:
@@ -152,15 +171,17 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
             # One failing format never costs the others: its reason goes
             # into the report and the rest are still written.
             with _format_attempt("saved_model", skipped, path):
-                _write_saved_model(classifier, vocab, num_text_columns, path)
+                _write_saved_model(classifier, vocab, num_text_columns, path,
+                                   task=task)
                 artifacts["saved_model"] = SAVED_MODEL_DIR
         if tflite_formats:
             source = os.path.join(staging, ".tflite_source")
             host = _write_tflite_graph(model_dir, staging, source, classifier,
-                                       vocab, num_text_columns)
+                                       vocab, task, num_text_columns)
             converted = {}
             probe, static = _probe_float32(source, num_text_columns,
-                                           host=host)
+                                           host=host,
+                                           output=SCORE_OUTPUTS[task.kind])
             if static:
                 # DeBERTa-v3's relative position buckets take Abs of an
                 # int64 tensor, which TFLite has a kernel for only when the
@@ -170,8 +191,8 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                              "dynamic length)")
                 shutil.rmtree(source)
                 host = _write_tflite_graph(model_dir, staging, source,
-                                           classifier, vocab, num_text_columns,
-                                           full_width=True)
+                                           classifier, vocab, task,
+                                           num_text_columns, full_width=True)
             elif probe is not None:
                 converted["tflite_float32"] = probe
             calibration = None
@@ -193,7 +214,8 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
                         len(content) / 1e6, time.perf_counter() - started,
                     )
             shutil.rmtree(source)
-        metadata = _metadata(classifier, vocab, num_text_columns, artifacts)
+        metadata = _metadata(classifier, vocab, task, num_text_columns,
+                             artifacts)
         if not any(name in TFLITE_FILES for name in artifacts):
             # Token-id .tflite files need their tokenizer files; without
             # them the folder is the SavedModel's alone.
@@ -225,14 +247,14 @@ def _export_into(model_dir, target, classifier, vocab, num_text_columns,
     return report, skipped
 
 
-def _write_tflite_graph(model_dir, staging, source, classifier, vocab,
+def _write_tflite_graph(model_dir, staging, source, classifier, vocab, task,
                         num_text_columns, full_width=None):
     """Writes the SavedModel the .tflite files convert from; returns the
     host packer of token-id graphs (their tokenizer files written into
     `staging/tokenizer/`), or None for graphs that take strings."""
     if _tflite_inputs(classifier) != "token_ids":
         _write_tflite_source(classifier, vocab, num_text_columns, source,
-                             full_width=full_width)
+                             full_width=full_width, task=task)
         return None
     full = bool(full_width) or models.padding_changes_outputs(
         classifier.backbone, classifier.preprocessor.tokenizer)
@@ -240,7 +262,8 @@ def _write_tflite_graph(model_dir, staging, source, classifier, vocab,
     shutil.rmtree(folder, ignore_errors=True)
     token_ids_lib.write_tokenizer(classifier, _keras_model_dir(model_dir)[1],
                                   folder, full_width=full)
-    token_ids_lib.write_source(classifier, vocab, source, full_width=full)
+    token_ids_lib.write_source(classifier, vocab, source, full_width=full,
+                               task=task)
     return token_ids_lib.host_packer(
         classifier.preprocessor, full_width=full,
         names=token_ids_lib.input_names(classifier))
@@ -282,17 +305,33 @@ def _head(examples, count):
     )
 
 
-def _metadata(classifier, vocab, num_text_columns, artifacts):
+# What each task's artifacts output (`saved_model._output_fn`).
+_OUTPUTS = {
+    "classification": {
+        "probabilities": "float32 [N, num_classes] (softmax)",
+        "label_ids": "int64 [N]",
+        "labels": "string [N]",
+    },
+    "multi_label": {
+        "probabilities": ("float32 [N, num_labels] (one sigmoid per label; "
+                          "a label is predicted above its threshold in "
+                          "task.thresholds)"),
+    },
+    "regression": {
+        "value": ("float32 [N], in the target's units (the model's "
+                  "standardized output times task.std plus task.mean)"),
+    },
+}
+
+
+def _metadata(classifier, vocab, task, num_text_columns, artifacts):
     return {
         "format_version": _METADATA_VERSION,
         "label_names": list(vocab.names),
         "num_text_columns": num_text_columns,
         "inputs": list(INPUT_NAMES[:num_text_columns]),
-        "outputs": {
-            "probabilities": "float32 [N, num_classes]",
-            "label_ids": "int64 [N]",
-            "labels": "string [N]",
-        },
+        "task": _task_entry(task, len(vocab)),
+        "outputs": _OUTPUTS[task.kind],
         "sequence_length": int(classifier.preprocessor.sequence_length),
         "truncation": _truncation_metadata(classifier, num_text_columns),
         "artifacts": artifacts,
@@ -369,16 +408,15 @@ def _tflite_tokenizer_metadata(classifier):
 _README = """\
 # Exported model
 
-Inputs: {inputs} (string tensors [N]). Outputs: probabilities (float32
-[N, {num_classes}]), label_ids (int64 [N]), labels (string [N]).
-Labels in id order: {labels}.
+Inputs: {inputs} (string tensors [N]). Outputs: {outputs}.
+{labels}
 {truncation}
 
 SavedModel (`saved_model/`), from raw strings, tokenized in the graph:
 
     import tensorflow as tf, tensorflow_text  # registers the tokenizer ops
     serve = tf.saved_model.load("saved_model").signatures["serving_default"]
-    print(serve({call_args})["probabilities"])
+    print(serve({call_args})["{output}"])
 
 """
 _TEXT_TFLITE = """\
@@ -390,7 +428,7 @@ TFLite (`model_*.tflite`), from raw strings, with TF Text's TFLite kernels:
         model_path="model_float32.tflite",
         custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS,
     ).get_signature_runner()
-    print(runner({np_args})["probabilities"])
+    print(runner({np_args})["{output}"])
 
 The .tflite tokenizer (FastBertNormalizer + FastWordpiece) always strips
 accents when it lower-cases; a Keras model whose tokenizer keeps them gets
@@ -410,16 +448,20 @@ Inputs {token_inputs}: int32 [N, L], L up to {sequence_length}, padded
     x = pack(x=["a fine film"])
     runner = tf.lite.Interpreter(
         model_path="model_float32.tflite").get_signature_runner()
-    print(runner({np_token_args})["probabilities"])
+    print(runner({np_token_args})["{output}"])
 """
 
 
 def _write_readme(folder, metadata):
     inputs = metadata["inputs"]
+    task = metadata["task"]
+    output = SCORE_OUTPUTS[task["kind"]]
     text = _README.format(
         inputs=", ".join(inputs),
-        num_classes=len(metadata["label_names"]),
-        labels=", ".join(metadata["label_names"]),
+        outputs="; ".join(f"{name} {kind}" for name, kind in
+                          metadata["outputs"].items()),
+        labels=_labels_sentence(metadata["label_names"], task),
+        output=output,
         call_args=", ".join(f'{n}=tf.constant(["a fine film"])' for n in inputs),
         truncation=_truncation_sentence(metadata),
     )
@@ -432,12 +474,24 @@ def _write_readme(folder, metadata):
             padding=tokenizer["padding"],
             np_token_args=", ".join(
                 f'{n}=np.asarray(x["{n}"], np.int32)' for n in names),
+            output=output,
         )
     else:
-        text += _TEXT_TFLITE.format(np_args=", ".join(
+        text += _TEXT_TFLITE.format(output=output, np_args=", ".join(
             f'{n}=np.array(["a fine film"], dtype=object)' for n in inputs))
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def _labels_sentence(names, task):
+    if task["kind"] == "regression":
+        return (f"The value predicts the label column {names[0]!r} in its "
+                f"own units (training mean {task['mean']:.6g}, std "
+                f"{task['std']:.6g}).")
+    if task["kind"] == "multi_label":
+        return "Labels in id order, each with its threshold: " + ", ".join(
+            f"{n} ({t:.6g})" for n, t in zip(names, task["thresholds"])) + "."
+    return "Labels in id order: " + ", ".join(names) + "."
 
 
 def _write_json(path, content):
