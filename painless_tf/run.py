@@ -182,6 +182,7 @@ def prepare(config, *, environment=None, recorded=None):
         train_lengths=tokenized["train"].lengths,
         longest_text=longest,
         learning_rate_probe=rate_probe,
+        learning_rate_probe_updates=config.lr_range_test_steps,
         recorded=recorded,
         fixed_length=info.fixed_length,
         class_counts=_class_counts(splits, tokenized["train"]),

@@ -8,6 +8,7 @@ No model runs here.
 import json
 import math
 import os
+import types
 
 import pytest
 import tensorflow as tf
@@ -1069,3 +1070,33 @@ def test_plans_written_before_the_later_fields_still_load(tmp_path):
     for name in ("trainable_layers", "unfreeze", "lr_range_test"):
         del values[name]
     assert Plan.from_dict(values) == plan
+
+
+@pytest.mark.parametrize("examples,probed", [(160, False), (1600, True)])
+def test_a_run_too_short_to_pay_for_the_lr_range_test_keeps_the_recipe_rate(
+        examples, probed):
+    # 160 examples x 3 epochs at 32 = 15 updates: a range test of 24 would
+    # cost more than the training; 1,600 make 150.
+    calls = []
+
+    def probe(plan):
+        calls.append(plan.total_updates)
+        return types.SimpleNamespace(
+            learning_rate=5e-5, reason="LR range test",
+            to_dict=lambda: {"learning_rate": 5e-5})
+
+    plan = make_plan(environment=_cpu(), num_train_examples=examples,
+                     learning_rate_probe=probe,
+                     learning_rate_probe_updates=24)
+    assert bool(calls) == probed
+    if probed:
+        assert plan.learning_rate == 5e-5 and plan.lr_range_test
+        assert plan.reasons["learning_rate"] == "LR range test"
+    else:
+        assert plan.total_updates == 15 and not plan.lr_range_test
+        recipe = make_plan(environment=_cpu(), num_train_examples=examples)
+        assert plan.learning_rate == recipe.learning_rate
+        reason = plan.reasons["learning_rate"]
+        assert "no LR range test: its 24 updates would be more than 1/2 " \
+               "of this run's 15 (it runs for runs of 48 updates or more)" \
+               in reason, reason

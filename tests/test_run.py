@@ -18,7 +18,7 @@ def config(tmp_path_factory):
                                                   ("bad", "neg")])
     return run.RunConfig(
         model=str(preset), train_data=train, validation_data=test,
-        test_data=test, epochs=1, global_batch_size=8, precision="float32",
+        test_data=test, epochs=2, global_batch_size=8, precision="float32",
         max_sequence_length=16, lr_range_test_steps=4,
         model_dir=str(tmp_path / "run"),
     )

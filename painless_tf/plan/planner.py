@@ -102,6 +102,7 @@ def make_plan(
     train_lengths: Sequence[int] | None = None,
     longest_text: int | None = None,
     learning_rate_probe: "LearningRateProbe | None" = None,
+    learning_rate_probe_updates: int | None = None,
     recorded: "Plan | None" = None,
     fixed_length: bool = False,
     class_counts: Sequence[int] | None = None,
@@ -177,6 +178,10 @@ def make_plan(
         learning_rate_probe: LearningRateProbe | None. With
             `learning_rate="auto"`, measures the peak rate on the plan
             decided so far (the LR range test); None keeps the recipe's.
+        learning_rate_probe_updates: int | None. The updates the probe
+            makes: a run of fewer than `RANGE_TEST_SHARE` times as many
+            keeps the recipe's rate, since the test would cost more than
+            a large part of the training it tunes. None: no such rule.
         recorded: Plan | None. The plan this run recorded when it started
             (a resumed run): its measured decisions (precision, micro-batch,
             learning rate) are kept instead of measured again, so a resumed
@@ -416,6 +421,16 @@ def make_plan(
         measured = dict(recorded.lr_range_test)
         reason = _kept(recorded, "learning_rate")
         rate = recorded.learning_rate
+    elif learning_rate_probe is not None and _too_short_for_probe(
+            plan, learning_rate_probe_updates):
+        return dataclasses.replace(plan, reasons={
+            **plan.reasons, "learning_rate": (
+                f"{plan.reasons['learning_rate']}; no LR range test: its "
+                f"{learning_rate_probe_updates} updates would be more than "
+                f"1/{RANGE_TEST_SHARE} of this run's {plan.total_updates} "
+                "(it runs for runs of "
+                f"{RANGE_TEST_SHARE * learning_rate_probe_updates} updates or "
+                "more)")})
     elif learning_rate_probe is not None:
         result = learning_rate_probe(plan)
         measured, rate, reason = (
@@ -426,6 +441,17 @@ def make_plan(
         plan, learning_rate=rate, lr_range_test=measured,
         reasons={**plan.reasons, "learning_rate": reason},
     )
+
+
+# The LR range test runs only when its updates are at most 1/RANGE_TEST_SHARE
+# of the run's: on a small set (189 speeches of 512 tokens: 15 updates) its
+# 24 updates took longer than the whole training.
+RANGE_TEST_SHARE = 2
+
+
+def _too_short_for_probe(plan, probe_updates):
+    return bool(probe_updates) and (
+        RANGE_TEST_SHARE * probe_updates > plan.total_updates)
 
 
 def _kept(recorded, name):
