@@ -2,9 +2,10 @@
 
 `serving_default` maps `text` (and `text_pair`) string [N] to the task's
 outputs (`_output_fn`): `probabilities`, `label_ids` and `labels` for a
-classifier, `probabilities` for multi-label, `value` for regression. The SavedModel runs the model's
-own keras-hub preprocessor inside it; `tflite_graph` puts its own tokenizer
-in front of the same outputs and endpoint.
+classifier, `probabilities` for multi-label, `value` for regression. The
+SavedModel runs the model's own keras-hub preprocessor inside it;
+`tflite_graph` puts its own tokenizer in front of the same outputs and
+endpoint.
 """
 
 import keras

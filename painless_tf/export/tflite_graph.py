@@ -94,10 +94,11 @@ def _tflite_tokenize_fn(classifier, num_text_columns, full_width=None):
     (start, separator and end tokens of `pipeline.family_packer`) is
     written with dense builtin ops: gather the kept tokens of each segment
     from the flat ids by position, a longer single text cut as the run cut
-    it (`truncation.attached`: its head, or head and tail). Rows are padded to the longest one,
-    except for a model whose outputs change with padding (F-Net), which
-    gets its full sequence length as in Keras, and for one whose graph
-    has ops TFLite runs only on static shapes (`full_width=True`).
+    it (`truncation.attached`: its head, or head and tail). Rows are
+    padded to the longest one, except for a model whose outputs change
+    with padding (F-Net), which gets its full sequence length as in Keras,
+    and for one whose graph has ops TFLite runs only on static shapes
+    (`full_width=True`).
     """
     preprocessor = classifier.preprocessor
     tokenizer = preprocessor.tokenizer
