@@ -85,8 +85,9 @@ class RangeTestOptions:
             optimizer's highest recipe rate (1e-3 for AdamW).
         rule: str. "min/10" or "steepest" (see the module docstring).
         smoothing_window: int. Updates in the centered moving average (odd).
-        divergence_factor: float. The sweep stops once a loss exceeds this
-            multiple of the lowest loss so far.
+        divergence_factor: float. The sweep stops once the loss is not
+            finite, or the trailing median of `smoothing_window` losses
+            exceeds this multiple of its lowest value so far (`diverged`).
         min_drop: float. Relative fall of the smoothed loss below which the
             curve is read as no signal.
 
@@ -100,7 +101,7 @@ class RangeTestOptions:
     max_learning_rate: float | None = None  # None: from the optimizer
     rule: str = "min/10"
     smoothing_window: int = 5  # updates
-    divergence_factor: float = 4.0  # x the lowest loss so far
+    divergence_factor: float = 4.0  # x the lowest trailing median so far
     min_drop: float = 0.02  # of the smoothed loss at the sweep's start
 
     def __post_init__(self):
@@ -289,6 +290,32 @@ def smooth(losses, window: int) -> np.ndarray:
     ])
 
 
+def diverged(losses, *, factor: float, window: int) -> bool:
+    """Whether a sweep's losses so far have diverged.
+
+    The last loss is not finite, or the median of the last `window` losses
+    (the lower middle value of an even count) exceeds `factor` times the
+    lowest such median before it. One batch far above the rest, as a
+    heavy-tailed regression target gives, does not end the sweep; a loss
+    that keeps climbing ends it within `window // 2 + 1` updates.
+
+    Examples:
+    >>> diverged([1.0, 0.9, 12.0], factor=4.0, window=5)  # one noisy batch
+    False
+    >>> diverged([1.0, 0.9, 4.0, 12.0, 40.0], factor=4.0, window=5)
+    True
+    >>> diverged([1.0, float("nan")], factor=4.0, window=5)
+    True
+    """
+    if not math.isfinite(losses[-1]):
+        return True
+    medians = []
+    for end in range(1, len(losses) + 1):
+        recent = sorted(losses[max(0, end - window):end])
+        medians.append(recent[(len(recent) - 1) // 2])
+    return len(medians) > 1 and medians[-1] > factor * min(medians[:-1])
+
+
 def choose_learning_rate(
     learning_rates,
     losses,
@@ -473,7 +500,6 @@ def range_test(
         fused_update=fused_update, task=task, **extra,
     )
     rates, losses = [], []
-    lowest = math.inf
     try:
         for step, (x, y, w) in enumerate(batches):
             if step == options.num_steps:
@@ -489,11 +515,9 @@ def range_test(
             if not float(distribution.loss_tracker(trainer).count.numpy()):
                 loss = math.inf
             losses.append(loss if math.isfinite(loss) else math.inf)
-            if not math.isfinite(loss) or loss > options.divergence_factor * (
-                lowest
-            ):
+            if diverged(losses, factor=options.divergence_factor,
+                        window=options.smoothing_window):
                 break
-            lowest = min(lowest, loss)
     finally:
         for variable, value in zip(model.variables, saved):
             variable.assign(value)
