@@ -245,7 +245,7 @@ def _examples(flag, split, model_dir, vocab, columns, splits=None):
     task = data.TaskSpec.from_json(os.path.join(model_dir, "task.json"))
     labels = data.tasks.encode_labels(task, vocab, table)
     if task.kind == "regression":
-        labels = (labels - task.mean) / task.std
+        labels = task.standardize(labels)
     return data.Examples(
         texts=table.texts, labels=labels, lines=table.lines, source=value
     )

@@ -187,8 +187,7 @@ def load_splits(
     spec = standardize(spec, examples["train"].labels, train_table.source)
     if spec.kind == "regression":
         examples = {
-            role: dataclasses.replace(
-                e, labels=(e.labels - spec.mean) / spec.std)
+            role: dataclasses.replace(e, labels=spec.standardize(e.labels))
             for role, e in examples.items()
         }
     for role in missing:

@@ -75,6 +75,10 @@ class TaskSpec:
         object.__setattr__(self, "thresholds",
                            tuple(float(t) for t in self.thresholds))
 
+    def standardize(self, targets):
+        """Targets in their units to what the model learns (float32)."""
+        return (np.asarray(targets, np.float32) - self.mean) / self.std
+
     def destandardize(self, values):
         """Standardized model outputs to target units."""
         return np.asarray(values, np.float64) * self.std + self.mean
