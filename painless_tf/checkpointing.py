@@ -130,6 +130,11 @@ SIGNATURE_EXCLUDED = {
 }
 
 
+# Fields added to the signature after its format was first written, with the
+# value under which a run computes what a run from before them computed.
+SIGNATURE_ADDED = {"layer_decay": 1.0}
+
+
 def run_signature(config, plan, data_fingerprint):
     """What must not change between a run and its resumption.
 
@@ -167,11 +172,14 @@ def signature_differences(saved, current):
     """One readable line per field that differs.
 
     A signature of the first format (no "format") is compared on the
-    fields it recorded.
+    fields it recorded; one written before a field of `SIGNATURE_ADDED`
+    existed, as if it held that field's value there.
     """
     keys = set(saved) | set(current)
     if "format" not in saved:
         keys = set(saved) & set(_LEGACY_SIGNATURE)
+    else:
+        saved = {**SIGNATURE_ADDED, **saved}
     return [
         f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
         for key in sorted(keys)

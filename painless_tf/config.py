@@ -119,6 +119,11 @@ class RunConfig:
         AUTO, "plan", "string",
         "Decoupled weight decay (auto: the optimizer's recipe value, 0.01 "
         "for AdamW).")
+    layer_decay: float | str = _field(
+        AUTO, "plan", "string",
+        "Layer-wise learning-rate decay: each encoder layer trains at this "
+        "times the rate of the layer above, the head at the schedule's "
+        "(auto: 1, one rate; 0.9 is AutoGluon's).")
     dropout: float | None = _field(
         None, "plan", "float",
         "Dropout before the classifier head (default: the preset's, 0.1 "

@@ -9,7 +9,8 @@ more layer per epoch from the top, then the embeddings (the gradual
 unfreezing of ULMFiT, Howard & Ruder 2018).
 
 A keras-hub backbone is split by its layers' order: the
-`transformer_layer_<i>` layers are the encoder; layers before the first are
+`transformer_layer_<i>` layers (`f_net_layer_<i>`,
+`disentangled_attention_encoder_layer_<i>`) are the encoder; layers before the first are
 the embeddings; layers after the last one (BERT's `pooled_dense`) belong to
 the head, with everything of the task model outside the backbone (dropout,
 `logits`).
@@ -42,7 +43,13 @@ import keras
 
 ALL = "all"
 UNFREEZE_MODES = ("none", "gradual")
-_ENCODER_LAYER = re.compile(r"^transformer_layer_(\d+)$")
+# The encoder blocks of keras-hub's backbones: `transformer_layer_<i>` (BERT,
+# DistilBERT, RoBERTa, XLM-R, RoFormer-v2), `f_net_layer_<i>` (FNet) and
+# `disentangled_attention_encoder_layer_<i>` (DeBERTa-v3). ALBERT's one
+# shared block (`group_0_inner_layer_0`) is every layer at once: not a
+# stack of layers that can be frozen or given rates one by one.
+_ENCODER_LAYER = re.compile(
+    r"^(?:transformer|f_net|disentangled_attention_encoder)_layer_(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,9 +249,9 @@ def layer_groups(classifier: keras.Model) -> LayerGroups:
     }
     if not positions:
         raise ValueError(
-            f"--trainable_layers needs a backbone with transformer_layer_<i> "
-            f"layers; {type(backbone).__name__} has none. Drop "
-            "--trainable_layers and --unfreeze."
+            f"--trainable_layers needs a backbone with a stack of encoder "
+            f"layers (transformer_layer_<i>); {type(backbone).__name__} has "
+            "none. Drop --trainable_layers and --unfreeze."
         )
     first, last = min(positions), max(positions)
     encoder = [layers[i] for i in sorted(positions, key=positions.get)]

@@ -439,6 +439,7 @@ def range_test(
     xla: bool = False,
     fused_update: bool | str = "auto",
     task: str = "classification",
+    layer_decay: float = 1.0,
 ) -> tuple:
     """Trains `model` with an exponentially growing rate, then undoes it.
 
@@ -460,6 +461,9 @@ def range_test(
         xla: bool. XLA-compile the micro-step.
         fused_update: bool or "auto". As in `engine.Trainer`.
         task: str. The run's task: its loss (`heads.loss_for`).
+        layer_decay: float. The run's layer-wise rate decay: the swept
+            rate is the head's, and lower layers take their share of it,
+            as in training (`layer_decay.multipliers`).
 
     Returns:
         `(learning_rates, losses)`: lists with one entry per update made
@@ -497,7 +501,8 @@ def range_test(
         model, learning_rate=schedule, optimizer=optimizer,
         weight_decay=weight_decay, clip_norm=clip_norm,
         accumulation_steps=accumulation_steps, xla=xla,
-        fused_update=fused_update, task=task, **extra,
+        fused_update=fused_update, task=task, layer_decay=layer_decay,
+        **extra,
     )
     rates, losses = [], []
     try:
@@ -606,6 +611,7 @@ def find_learning_rate(
             xla=plan.xla,
             fused_update=plan.fused_update,
             task=getattr(plan, "task", "classification"),
+            layer_decay=getattr(plan, "layer_decay", 1.0),
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

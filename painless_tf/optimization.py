@@ -327,6 +327,79 @@ class Lamb(keras.optimizers.Optimizer):
         return config
 
 
+class _RateMultipliers:
+    """Scales each variable's step and weight decay by its own factor.
+
+    Mixed in before a Keras optimizer class (`make_optimizer` does it); the
+    factors are `{variable path: float}` (`layer_decay.multipliers`), and a
+    variable not named keeps the factor 1. The factor multiplies the
+    learning rate the optimizer hands `update_step` and the rate of its
+    decoupled weight decay, as separate parameter groups with their own
+    rates do in PyTorch. It is a Python constant of the traced update.
+    """
+
+    def __init__(self, *args, rate_multipliers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rate_multipliers = dict(rate_multipliers or {})
+        self._factor_by_key = {}
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._factor_by_key.update({
+            self._var_key(variable): float(
+                self.rate_multipliers.get(variable.path, 1.0))
+            for variable in var_list
+        })
+
+    def _factor(self, variable):
+        return self._factor_by_key.get(self._var_key(variable), 1.0)
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factor(variable)
+        if factor != 1.0:
+            learning_rate = ops.cast(learning_rate, variable.dtype) * factor
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        # TensorFlow's `TFOptimizer._apply_weight_decay` with the factor.
+        if self.weight_decay is None:
+            return
+
+        def apply(distribution, variables):
+            for variable in variables:
+                factor = self._factor(variable)
+
+                def decay(target, factor=factor):
+                    if self._use_weight_decay(target):
+                        rate = tf.cast(self.learning_rate, target.dtype)
+                        target.assign_sub(
+                            target * tf.cast(self.weight_decay, target.dtype)
+                            * rate * factor)
+
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            apply, self._distribution_strategy, variables)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "rate_multipliers": dict(self.rate_multipliers)}
+
+
+_WITH_MULTIPLIERS = {}
+
+
+def _with_multipliers(cls):
+    """`cls` with `_RateMultipliers` mixed in (one class per optimizer)."""
+    if cls not in _WITH_MULTIPLIERS:
+        _WITH_MULTIPLIERS[cls] = type(
+            cls.__name__, (_RateMultipliers, cls),
+            {"__doc__": f"{cls.__name__} with per-variable rate factors."})
+    return _WITH_MULTIPLIERS[cls]
+
+
 def make_optimizer(
     name="adamw",
     *,
@@ -337,6 +410,7 @@ def make_optimizer(
     clip_norm=1.0,
     momentum=None,
     nesterov=False,
+    rate_multipliers=None,
 ):
     """Creates a Keras optimizer with the schedule, decay and clipping.
 
@@ -364,6 +438,10 @@ def make_optimizer(
             accept only 0); None takes `DEFAULTS[name].momentum` (0.9 for
             SGD, 0 for RMSprop).
         nesterov: bool. Nesterov momentum, for `sgd` only.
+        rate_multipliers: dict or None. `{variable path: factor}` of the
+            learning rate and weight decay per variable
+            (`layer_decay.multipliers`); None or {} leaves every rate as
+            it is.
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -418,25 +496,25 @@ def make_optimizer(
         weight_decay=weight_decay or None,
         global_clipnorm=clip_norm or None,
     )
-    if name == "adamw":
+    classes = {
+        "adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+        "adagrad": keras.optimizers.Adagrad,
+        "adafactor": keras.optimizers.Adafactor, "lamb": Lamb,
+    }
+    specific = {
         # AdamW refuses weight_decay=None.
-        optimizer = keras.optimizers.AdamW(
-            **{**common, "weight_decay": float(weight_decay)}, epsilon=1e-6
-        )
-    elif name == "adam":
-        optimizer = keras.optimizers.Adam(**common, epsilon=1e-6)
-    elif name == "sgd":
-        optimizer = keras.optimizers.SGD(
-            **common, momentum=momentum, nesterov=bool(nesterov)
-        )
-    elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(**common, momentum=momentum)
-    elif name == "adagrad":
-        optimizer = keras.optimizers.Adagrad(**common)
-    elif name == "adafactor":
-        optimizer = keras.optimizers.Adafactor(**common)
-    else:
-        optimizer = Lamb(**common, epsilon=1e-6)
+        "adamw": {"weight_decay": float(weight_decay), "epsilon": 1e-6},
+        "adam": {"epsilon": 1e-6},
+        "sgd": {"momentum": momentum, "nesterov": bool(nesterov)},
+        "rmsprop": {"momentum": momentum},
+        "lamb": {"epsilon": 1e-6},
+    }.get(name, {})
+    cls = classes[name]
+    if rate_multipliers:
+        cls = _with_multipliers(cls)
+        specific = {**specific, "rate_multipliers": rate_multipliers}
+    optimizer = cls(**{**common, **specific})
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return optimizer

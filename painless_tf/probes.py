@@ -41,6 +41,7 @@ def probe_trainer(config):
         weight_decay=auto_none(config.weight_decay),
         momentum=auto_none(config.momentum),
         nesterov=config.nesterov,
+        layer_decay=auto_none(config.layer_decay),
     )
 
 

@@ -173,6 +173,7 @@ def prepare(config, *, environment=None, recorded=None):
         seed=config.seed,
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
+        layer_decay=config.layer_decay,
         trainable_layers=config.trainable_layers,
         unfreeze=config.unfreeze,
         num_layers=info.num_layers,

@@ -12,6 +12,7 @@ update.
 
 from painless_tf import engine
 from painless_tf import heads
+from painless_tf import layer_decay as layer_decay_lib
 from painless_tf import optimization
 
 
@@ -29,6 +30,7 @@ def make_trainer(
     fused_update="auto",
     metrics=None,
     task="classification",
+    layer_decay=1.0,
 ):
     """A compiled `engine.Trainer` around `model`.
 
@@ -51,6 +53,8 @@ def make_trainer(
         metrics: list of keras.metrics.Metric or None. Weighted metrics.
         task: str. "classification", "multi_label" or "regression": the
             per-example loss (`heads.loss_for`).
+        layer_decay: float or None. Layer-wise learning-rate decay
+            (`layer_decay.multipliers`); 1 or None: one rate for all.
 
     Returns:
         The compiled `engine.Trainer`.
@@ -77,6 +81,9 @@ def make_trainer(
             clip_norm=clip_norm,
             momentum=momentum,
             nesterov=nesterov,
+            rate_multipliers=(
+                layer_decay_lib.multipliers(model, layer_decay)
+                if layer_decay not in (None, 1, 1.0) else None),
         ),
         loss=heads.loss_for(task),
         weighted_metrics=list(metrics) if metrics else None,
@@ -87,7 +94,8 @@ def make_trainer(
 def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
              metrics=None):
     """`make_trainer` with the plan's update: its task's loss, optimizer,
-    decay, clipping, momentum, accumulation, XLA and fused update.
+    decay, layer-wise rates, clipping, momentum, accumulation, XLA and
+    fused update.
 
     Args:
         model: keras.Model. The classifier.
@@ -112,4 +120,5 @@ def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
         fused_update=plan.fused_update,
         metrics=metrics,
         task=plan.task,
+        layer_decay=plan.layer_decay,
     )

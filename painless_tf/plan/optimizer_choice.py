@@ -201,3 +201,28 @@ def _decide_weight_decay(optimizer, weight_decay):
             )
         reason = "set by user"
     return float(value), reason + (exempt if value else "")
+
+
+def _decide_layer_decay(layer_decay):
+    """(decay, reason). "auto" is 1: one rate for every layer.
+
+    Layer-wise decay stays off by default until the accuracy suite
+    (`bench/accuracy.py`, docs/benchmarks.md) shows it beats one rate on
+    Rotten Tomatoes and the real sets; AutoGluon's default is 0.9.
+    """
+    if layer_decay == AUTO:
+        return 1.0, ("one rate for every layer: layer-wise decay is not "
+                     "measured to help yet; --layer_decay=0.9 turns it on")
+    value = (_parse_float(layer_decay) if isinstance(layer_decay, str)
+             else layer_decay)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and 0 < value <= 1)):
+        raise PlanError(
+            f"--layer_decay={layer_decay!r} must be a number in (0, 1]. "
+            "Pass --layer_decay=0.9, or 1 for one rate for every layer.")
+    value = float(value)
+    if value == 1.0:
+        return value, "set by user: one rate for every layer"
+    return value, (f"set by user: each encoder layer's rate is {value:g}x "
+                   "the rate of the layer above; the head's is the "
+                   "schedule's")

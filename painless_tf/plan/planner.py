@@ -31,6 +31,7 @@ from painless_tf.plan.micro_batch_choice import _largest_divisor_at_most
 from painless_tf.plan.optimizer_choice import _decide_freezing
 from painless_tf.plan.optimizer_choice import _decide_momentum
 from painless_tf.plan.optimizer_choice import _decide_optimizer
+from painless_tf.plan.optimizer_choice import _decide_layer_decay
 from painless_tf.plan.optimizer_choice import _decide_weight_decay
 from painless_tf.plan.optimizer_choice import _default_learning_rate
 from painless_tf.plan.precision_choice import PrecisionProbe
@@ -85,6 +86,7 @@ def make_plan(
     model_dims: ModelDims | Sequence[int] | None = None,
     warmup_fraction: float = 0.1,
     weight_decay: float | str = AUTO,
+    layer_decay: float | str = AUTO,
     clip_norm: float = 1.0,
     optimizer: str = "adamw",
     momentum: float | str = AUTO,
@@ -149,6 +151,9 @@ def make_plan(
         warmup_fraction: float. Share of the updates spent warming up.
         weight_decay: float | "auto". Decoupled weight decay; "auto" is
             the optimizer's default (0.01 for AdamW).
+        layer_decay: float | "auto". Layer-wise learning-rate decay in
+            (0, 1]; "auto" is 1 (one rate for every layer, see
+            `optimizer_choice._decide_layer_decay`).
         clip_norm: float. Global gradient-norm clipping threshold.
         optimizer: str. "auto" (AdamW) or one of `optimization.OPTIMIZERS`.
             From a global batch of 8192 on, AdamW's reason suggests LAMB.
@@ -355,6 +360,7 @@ def make_plan(
     weight_decay, reasons["weight_decay"] = _decide_weight_decay(
         optimizer, weight_decay
     )
+    layer_decay, reasons["layer_decay"] = _decide_layer_decay(layer_decay)
     if not clip_norm > 0:
         raise PlanError(
             f"`clip_norm` must be > 0. Received: clip_norm={clip_norm!r}. "
@@ -398,6 +404,7 @@ def make_plan(
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         weight_decay=float(weight_decay),
+        layer_decay=layer_decay,
         clip_norm=float(clip_norm),
         max_sequence_length=max_sequence_length,
         truncation=length_choice.truncation,

@@ -51,6 +51,7 @@ _DECISIONS = (
     "steps_per_epoch",
     "total_updates",
     "weight_decay",
+    "layer_decay",
     "clip_norm",
     "trainable_layers",
     "unfreeze",
@@ -110,6 +111,9 @@ class Plan:
         trainable_layers: int | str. "all", or the top encoder layers
             trained with the head (0: the head only); see `freezing`.
         unfreeze: str. "none", or "gradual": one more layer per epoch.
+        layer_decay: float in (0, 1]. Each encoder layer's learning rate
+            is this times the rate of the layer above (the head's is the
+            schedule's); 1: one rate for every layer (`layer_decay`).
         fused_update: bool. Whether the optimizer update is one
             XLA-compiled function (one device only; `engine.Trainer`).
         class_weights: tuple[float, ...] | None. The training loss weight
@@ -173,6 +177,8 @@ class Plan:
     # A plan written before these fields cut texts as keras-hub's packer
     # does one text: its head.
     truncation: str = "head"
+    # A plan written before this field gave every layer one rate.
+    layer_decay: float = 1.0
     truncation_head: int = 0
     truncation_tail: int = 0
     # A plan written before this field is a classifier's.
@@ -248,6 +254,12 @@ class Plan:
                 "`fused_update` must be true or false. Received: "
                 f"fused_update={self.fused_update!r}"
             )
+        if (isinstance(self.layer_decay, bool)
+                or not isinstance(self.layer_decay, (int, float))
+                or not 0 < self.layer_decay <= 1):
+            raise PlanError(
+                "`layer_decay` must be in (0, 1]. Received: "
+                f"layer_decay={self.layer_decay!r}")
         if self.weight_decay < 0 or self.clip_norm <= 0:
             raise PlanError(
                 "`weight_decay` must be >= 0 and `clip_norm` > 0. Received: "
