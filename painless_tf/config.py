@@ -98,6 +98,11 @@ class RunConfig:
 
     # === The plan: every decision, "auto" by default ===
     epochs: int = _field(3, "plan", "integer", "Passes over the training data.")
+    min_updates: int = _field(
+        0, "plan", "integer",
+        "Small-data recipe: more epochs (up to 20) until the run makes at "
+        "least this many optimizer updates; 0 keeps --epochs.",
+        lower_bound=0)
     global_batch_size: int | str = _field(
         AUTO, "plan", "string",
         "Examples per optimizer update, over all replicas and micro-batches "

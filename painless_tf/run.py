@@ -156,6 +156,7 @@ def prepare(config, *, environment=None, recorded=None):
         environment=environment,
         num_train_examples=len(splits.train),
         epochs=config.epochs,
+        min_updates=config.min_updates,
         global_batch_size=config.global_batch_size,
         learning_rate=config.learning_rate,
         precision=config.precision,

@@ -1102,3 +1102,27 @@ def test_a_run_too_short_to_pay_for_the_lr_range_test_keeps_the_recipe_rate(
         assert "no LR range test: its 24 updates would be more than 1/2 " \
                "of this run's 15 (it runs for runs of 48 updates or more)" \
                in reason, reason
+
+
+def test_the_small_data_recipe_raises_the_epochs_to_the_minimum_updates():
+    def plan(examples, **kwargs):
+        return make_plan(environment=_cpu(), num_train_examples=examples,
+                         precision="float32", global_batch_size=32, **kwargs)
+
+    # 148 examples: 5 updates per epoch; 300 updates would take 60 epochs.
+    small = plan(148, min_updates=300)
+    assert (small.epochs, small.total_updates) == (20, 100)
+    assert small.reasons["epochs"].startswith(
+        "raised from 3 by --min_updates=300")
+    assert "capped at 20 epochs" in small.reasons["epochs"]
+    # The warm-up and the decay follow the raised length.
+    assert small.warmup_steps == 10
+    medium = plan(1600, min_updates=300)
+    assert (medium.epochs, medium.total_updates) == (6, 300)
+    assert "capped" not in medium.reasons["epochs"]
+    # A set large enough, or no minimum: the epochs asked for.
+    assert plan(16000, min_updates=300).epochs == 3
+    assert plan(148).epochs == 3
+    assert plan(148, epochs=5).reasons["epochs"] == "set by user"
+    with pytest.raises(PlanError, match="--min_updates=-1 must be"):
+        plan(148, min_updates=-1)

@@ -73,6 +73,7 @@ def make_plan(
     environment: Environment,
     num_train_examples: int,
     epochs: int = 3,
+    min_updates: int = 0,
     global_batch_size: int | str = AUTO,
     learning_rate: float | str = AUTO,
     precision: str = AUTO,
@@ -127,6 +128,9 @@ def make_plan(
         environment: Environment. The machine, from `detect_environment`.
         num_train_examples: int. Training examples per epoch.
         epochs: int. Passes over the training data.
+        min_updates: int. The small-data recipe: epochs are raised (up to
+            `SMALL_DATA_MAX_EPOCHS`) until the run makes at least this many
+            updates; 0 keeps `epochs`.
         global_batch_size: int | "auto". Examples per update; "auto" is 32
             (rounded up to a multiple of the replicas). Never changed.
         learning_rate: float | "auto". Peak rate; "auto" scales the
@@ -344,9 +348,8 @@ def make_plan(
         reasons["steps_per_epoch"] = (
             "from the data pipeline: fixed-size batches per length bucket"
         )
-    reasons["epochs"] = (
-        "default: the BERT fine-tuning recipe's 3" if epochs == 3 else "set by user"
-    )
+    epochs, reasons["epochs"] = _decide_epochs(
+        epochs, steps_per_epoch, min_updates)
     total_updates = steps_per_epoch * epochs
     reasons["total_updates"] = f"{steps_per_epoch} steps per epoch x {epochs} epochs"
     if not 0 <= warmup_fraction < 1:
@@ -501,3 +504,38 @@ def _decide_buckets(boundaries, train_lengths, longest_text, *, xla, platform,
                     f"{longest_text} tokens")
             boundaries = covered
     return boundaries, why
+
+
+# The small-data recipe's ceiling: Mosbach et al. 2021 fine-tune sets of a
+# few thousand examples for 20 epochs (and find 3 too few there).
+SMALL_DATA_MAX_EPOCHS = 20
+
+
+def _decide_epochs(epochs, steps_per_epoch, min_updates):
+    """(epochs, reason): the epochs asked for, or more on a small set.
+
+    Examples:
+    >>> _decide_epochs(3, 5, 0)
+    (3, "default: the BERT fine-tuning recipe's 3")
+    >>> _decide_epochs(3, 5, 300)[0], _decide_epochs(3, 50, 300)[0]
+    (20, 6)
+    >>> _decide_epochs(3, 500, 300)[0]
+    3
+    """
+    reason = ("default: the BERT fine-tuning recipe's 3" if epochs == 3
+              else "set by user")
+    if isinstance(min_updates, bool) or not isinstance(min_updates, int) or (
+            min_updates < 0):
+        raise PlanError(
+            f"--min_updates={min_updates!r} must be an integer >= 0. Pass "
+            "--min_updates=0 to keep --epochs.")
+    needed = math.ceil(min_updates / steps_per_epoch) if min_updates else 0
+    if needed <= epochs:
+        return epochs, reason
+    raised = min(needed, SMALL_DATA_MAX_EPOCHS)
+    return raised, (
+        f"raised from {epochs} by --min_updates={min_updates} (small-data "
+        f"recipe): {steps_per_epoch} steps per epoch"
+        + (f", capped at {SMALL_DATA_MAX_EPOCHS} epochs"
+           if raised < needed else "")
+        + "; the best validation's weights are kept")
