@@ -210,3 +210,9 @@ def test_a_restored_run_with_the_factors_equals_the_uninterrupted(tmp_path):
     flat.fit(halves[1], verbose=0)
     assert tiny.max_abs_diff(tiny.weights_of(flat.model),
                              tiny.weights_of(resumed.model)) > 1e-4
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(layer_decay).failed == 0

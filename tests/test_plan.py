@@ -1126,3 +1126,11 @@ def test_the_small_data_recipe_raises_the_epochs_to_the_minimum_updates():
     assert plan(148, epochs=5).reasons["epochs"] == "set by user"
     with pytest.raises(PlanError, match="--min_updates=-1 must be"):
         plan(148, min_updates=-1)
+
+
+def test_planner_docstring_examples_run():
+    import doctest
+
+    from painless_tf.plan import planner
+
+    assert doctest.testmod(planner).failed == 0
