@@ -132,7 +132,8 @@ SIGNATURE_EXCLUDED = {
 
 # Fields added to the signature after its format was first written, with the
 # value under which a run computes what a run from before them computed.
-SIGNATURE_ADDED = {"layer_decay": 1.0, "min_updates": 0}
+SIGNATURE_ADDED = {"layer_decay": 1.0, "min_updates": 0,
+                   "weight_averaging": "none"}
 
 
 def run_signature(config, plan, data_fingerprint):

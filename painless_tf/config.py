@@ -129,6 +129,12 @@ class RunConfig:
         "Layer-wise learning-rate decay: each encoder layer trains at this "
         "times the rate of the layer above, the head at the schedule's "
         "(auto: 1, one rate; 0.9 is AutoGluon's).")
+    weight_averaging: str = _field(
+        AUTO, "plan", "enum",
+        "What the end of training keeps: none (the best checkpoint) or soup "
+        "(a greedy soup of the 3 best checkpoints where it validates "
+        "better; auto: none).",
+        choices=[AUTO, "none", "soup"])
     dropout: float | None = _field(
         None, "plan", "float",
         "Dropout before the classifier head (default: the preset's, 0.1 "

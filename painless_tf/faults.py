@@ -10,7 +10,9 @@ dictionary lookup:
   micro-batches), `batch_end` (after an update, before any checkpoint of
   it), `checkpoint_write` (checkpoint files written, not yet renamed into
   place), `validation` (during a validation: at an epoch end, or within
-  an epoch with `--eval_every_updates`), `model_save`
+  an epoch with `--eval_every_updates`), `soup` (with
+  `--weight_averaging=soup`, before each validation of the soup: the best
+  checkpoint's, then each average's), `model_save`
   (the final model written to its staging folder, not yet renamed).
 """
 

@@ -175,6 +175,7 @@ def prepare(config, *, environment=None, recorded=None):
         warmup_fraction=config.warmup_fraction,
         weight_decay=config.weight_decay,
         layer_decay=config.layer_decay,
+        weight_averaging=config.weight_averaging,
         trainable_layers=config.trainable_layers,
         unfreeze=config.unfreeze,
         num_layers=info.num_layers,
@@ -692,7 +693,8 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
                 owner.write_progress({"fit_seconds": fit_seconds,
                                       "history": history, "summary": summary})
 
-    kept = keeper.restore_best(position)  # evaluated and saved, not the last
+    # Evaluated and saved, not the last.
+    kept = keeper.restore_best(position, trainer)
     return _finish(prepared, trainer, evaluation, history, fit_seconds,
                    clock, owner=owner, summary={**summary, **kept})
 

@@ -26,6 +26,7 @@ import keras
 
 from painless_tf import checkpointing
 from painless_tf import faults
+from painless_tf import soup as soup_lib
 
 # Metric names (without "val_") and their better direction. A name not
 # listed is "min" when one of its words is in `_SMALLER_IS_BETTER`.
@@ -175,12 +176,15 @@ class SelectionCallback(keras.callbacks.Callback):
         nan_guard: checkpointing.NanGuard or None. No validation of a step
             the guard rejected.
         signature: dict. The run signature, for the best checkpoint.
+        soup: bool. At the end, a greedy soup of the best checkpoints
+            replaces the best one where it validates better (`soup`).
     """
 
     def __init__(self, criterion, *, validation_data, steps_per_epoch,
                  eval_every_updates=0, best=None, saver=None, nan_guard=None,
-                 signature=None):
+                 signature=None, soup=False):
         super().__init__()
+        self.soup = bool(soup)
         self.criterion = criterion
         self.validation_data = validation_data
         self.steps_per_epoch = int(steps_per_epoch)
@@ -260,9 +264,12 @@ class SelectionCallback(keras.callbacks.Callback):
             self.criterion, self.record, float(logs[monitor]), step=at,
             epoch=self.epoch + 1, update=updates)
         if improved and self.best is not None:
+            # With the record of this validation: its value is what the
+            # soup (`soup.greedy_soup`) ranks the best checkpoints by.
             self.best.save(
                 checkpointing.Position(epoch=epoch, batch=batch,
-                                       updates=updates),
+                                       updates=updates,
+                                       selection=record.to_dict()),
                 signature=self.signature)
         self.record = record
         if self.saver is not None:
@@ -271,14 +278,31 @@ class SelectionCallback(keras.callbacks.Callback):
         if record.stopped:
             self.model.stop_training = True
 
-    def restore_best(self, position):
+    def restore_best(self, position, trainer=None):
         """Restores the best weights `position`'s record names (before the
-        final evaluation and save) and returns the metrics.json entries."""
+        final evaluation and save) and returns the metrics.json entries.
+
+        With the soup on, `trainer` (the run's `engine.Trainer`; a run
+        resumed after its last update never set this callback's model)
+        validates the averages."""
         record = restore_best(self.best, position)
         kept = summary(self.criterion, record)
         line = kept_line(kept)
         if line:
             print(line, flush=True)
+        if self.soup and record.best_update is not None:
+            monitor = self.criterion.monitor
+            # The weights are the classifier's (what `best` restores); the
+            # validation runs through the trainer around it.
+            trainer = trainer or self.model
+            cooked = soup_lib.greedy_soup(
+                trainer.model, self.best, self.criterion,
+                lambda: evaluate_keeping_metrics(
+                    trainer, self.validation_data)[monitor])
+            if cooked:
+                print(f"weight averaging: {cooked['soup_reason']}",
+                      flush=True)
+            kept.update(cooked)
         return kept
 
 
@@ -294,7 +318,8 @@ def keeper(trainer, plan, checkpoint_dir, *, saver, validation):
         Criterion.for_plan(plan), validation_data=validation,
         steps_per_epoch=plan.steps_per_epoch,
         eval_every_updates=plan.eval_every_updates, best=best, saver=saver,
-        nan_guard=saver.nan_guard, signature=saver.signature)
+        nan_guard=saver.nan_guard, signature=saver.signature,
+        soup=getattr(plan, "weight_averaging", "none") == "soup")
 
 
 def restore_best(manager, position):

@@ -326,6 +326,37 @@ def test_a_killed_multi_label_or_regression_run_resumes_exactly(
     assert diff <= 1e-6, diff
 
 
+@pytest.mark.slow
+def test_a_run_killed_while_its_soup_cooks_makes_the_same_soup(setup,
+                                                               tmp_path):
+    # --weight_averaging=soup: the end phase averages the best checkpoints.
+    # Killed in its first validation, the re-run makes the same soup (or
+    # keeps the same best checkpoint) from the same files.
+    _, preset, train, _ = setup
+    args = setup_args(preset, train) + [
+        "--eval_every_updates=2", "--early_stopping_patience=0",
+        "--selection_metric=loss", "--weight_averaging=soup"]
+    reference = str(tmp_path / "reference")
+    result = finetune(args, reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+    want = metrics(reference)
+    assert "weight averaging: " in result.stdout
+    model_dir = str(tmp_path / "run")
+    killed = finetune(args, model_dir, env={"PAINLESS_TF_KILL_AT": "soup:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not os.path.exists(os.path.join(model_dir, "model"))
+    resumed = finetune(args, model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = metrics(model_dir)
+    for key in ("soup_ingredients", "soup_value", "soup_kept", "best_update",
+                "best_value", "validation_accuracy", "test_accuracy",
+                "optimizer_updates"):
+        assert got[key] == want[key], key
+    diff = max(float(np.max(np.abs(a - b)))
+               for a, b in zip(weights(model_dir), weights(reference)))
+    assert diff <= 1e-6, diff
+
+
 # Library-level checks of the restore and the signature (no subprocess).
 
 

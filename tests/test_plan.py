@@ -1021,10 +1021,12 @@ def test_table_has_one_line_per_decision_with_its_reason():
         precision_probe=_Probe(float32=1.31, mixed_bfloat16=1.0),
     )
     lines = plan.table().splitlines()
-    # 21, layer_decay, the 4 of the weights kept, truncation, and the last:
-    # the task
-    assert len(lines) == 28
+    # 21, layer_decay, weight_averaging, the 4 of the weights kept,
+    # truncation, and the last: the task
+    assert len(lines) == 29
     assert any(line.split()[:2] == ["layer_decay", "1"] for line in lines)
+    assert any(line.split()[:2] == ["weight_averaging", "none"]
+               for line in lines)
     assert lines[-1].split()[:2] == ["task", "classification"]
     assert [line.split()[0] for line in lines][:4] == [
         "strategy",

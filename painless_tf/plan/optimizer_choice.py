@@ -226,3 +226,23 @@ def _decide_layer_decay(layer_decay):
     return value, (f"set by user: each encoder layer's rate is {value:g}x "
                    "the rate of the layer above; the head's is the "
                    "schedule's")
+
+
+# What the end of training keeps: the best checkpoint, or a greedy soup of
+# the best checkpoints where it validates better (`painless_tf.soup`).
+WEIGHT_AVERAGING = ("none", "soup")
+
+
+def _decide_weight_averaging(weight_averaging):
+    """(choice, reason). "auto" keeps the best checkpoint alone until the
+    accuracy suite (`bench/accuracy.py`) shows the soup helps."""
+    if weight_averaging == AUTO:
+        return "none", ("the best checkpoint alone: the soup of the best "
+                        "checkpoints is not measured to help yet; "
+                        "--weight_averaging=soup turns it on")
+    _check_flag_choice("weight_averaging", weight_averaging,
+                       WEIGHT_AVERAGING)
+    if weight_averaging == "soup":
+        return "soup", ("set by user: a greedy soup of the 3 best "
+                        "checkpoints, kept where it validates better")
+    return "none", "set by user: the best checkpoint alone"

@@ -32,6 +32,7 @@ from painless_tf.plan.optimizer_choice import _decide_freezing
 from painless_tf.plan.optimizer_choice import _decide_momentum
 from painless_tf.plan.optimizer_choice import _decide_optimizer
 from painless_tf.plan.optimizer_choice import _decide_layer_decay
+from painless_tf.plan.optimizer_choice import _decide_weight_averaging
 from painless_tf.plan.optimizer_choice import _decide_weight_decay
 from painless_tf.plan.optimizer_choice import _default_learning_rate
 from painless_tf.plan.precision_choice import PrecisionProbe
@@ -88,6 +89,7 @@ def make_plan(
     warmup_fraction: float = 0.1,
     weight_decay: float | str = AUTO,
     layer_decay: float | str = AUTO,
+    weight_averaging: str = AUTO,
     clip_norm: float = 1.0,
     optimizer: str = "adamw",
     momentum: float | str = AUTO,
@@ -158,6 +160,8 @@ def make_plan(
         layer_decay: float | "auto". Layer-wise learning-rate decay in
             (0, 1]; "auto" is 1 (one rate for every layer, see
             `optimizer_choice._decide_layer_decay`).
+        weight_averaging: str. "auto" ("none"), "none" or "soup": what the
+            end of training keeps (`painless_tf.soup`).
         clip_norm: float. Global gradient-norm clipping threshold.
         optimizer: str. "auto" (AdamW) or one of `optimization.OPTIMIZERS`.
             From a global batch of 8192 on, AdamW's reason suggests LAMB.
@@ -364,6 +368,8 @@ def make_plan(
         optimizer, weight_decay
     )
     layer_decay, reasons["layer_decay"] = _decide_layer_decay(layer_decay)
+    weight_averaging, reasons["weight_averaging"] = _decide_weight_averaging(
+        weight_averaging)
     if not clip_norm > 0:
         raise PlanError(
             f"`clip_norm` must be > 0. Received: clip_norm={clip_norm!r}. "
@@ -408,6 +414,7 @@ def make_plan(
         epochs=epochs,
         weight_decay=float(weight_decay),
         layer_decay=layer_decay,
+        weight_averaging=weight_averaging,
         clip_norm=float(clip_norm),
         max_sequence_length=max_sequence_length,
         truncation=length_choice.truncation,

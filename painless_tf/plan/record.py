@@ -21,6 +21,7 @@ from painless_tf.plan.checks import PlanError
 from painless_tf.plan.checks import _check_boundaries
 from painless_tf.plan.checks import _check_choice
 from painless_tf.plan.checks import _format_value
+from painless_tf.plan.optimizer_choice import WEIGHT_AVERAGING
 from painless_tf.plan.optimizer_choice import _MOMENTUM_OPTIMIZERS
 from painless_tf.plan.optimizer_choice import _check_momentum
 from painless_tf.plan.precision_choice import PRECISIONS
@@ -52,6 +53,7 @@ _DECISIONS = (
     "total_updates",
     "weight_decay",
     "layer_decay",
+    "weight_averaging",
     "clip_norm",
     "trainable_layers",
     "unfreeze",
@@ -114,6 +116,9 @@ class Plan:
         layer_decay: float in (0, 1]. Each encoder layer's learning rate
             is this times the rate of the layer above (the head's is the
             schedule's); 1: one rate for every layer (`layer_decay`).
+        weight_averaging: str. "none" (the best checkpoint) or "soup" (a
+            greedy soup of the best checkpoints where it validates better,
+            `painless_tf.soup`).
         fused_update: bool. Whether the optimizer update is one
             XLA-compiled function (one device only; `engine.Trainer`).
         class_weights: tuple[float, ...] | None. The training loss weight
@@ -179,6 +184,8 @@ class Plan:
     truncation: str = "head"
     # A plan written before this field gave every layer one rate.
     layer_decay: float = 1.0
+    # A plan written before this field kept the best checkpoint alone.
+    weight_averaging: str = "none"
     truncation_head: int = 0
     truncation_tail: int = 0
     # A plan written before this field is a classifier's.
@@ -265,6 +272,8 @@ class Plan:
                 "`weight_decay` must be >= 0 and `clip_norm` > 0. Received: "
                 f"weight_decay={self.weight_decay!r}, clip_norm={self.clip_norm!r}"
             )
+        _check_choice("weight_averaging", self.weight_averaging,
+                      WEIGHT_AVERAGING)
         _check_boundaries(self.bucket_boundaries, self.max_sequence_length)
         _check_truncation(self)
         try:
