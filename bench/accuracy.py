@@ -232,7 +232,8 @@ def read_run(model_dir):
             return json.load(f)
 
     metrics, report = load("metrics.json"), load("evaluation.json")
-    task = load("plan.json")["task"]
+    # Plans written before regression and multi-label held no task.
+    task = load("plan.json").get("task", "classification")
     return {
         "task": task,
         "test": {key: report[key] for key in evaluation.HEADLINE_KEYS[task]
@@ -266,12 +267,16 @@ def run_one(name, variant, seed, data, *, env, work_dir, model, extra):
             print(f"{label} {result['error']}", flush=True)
             return result
     record = read_attempts(model_dir)
+    recorded = record["command"]
+    if recorded and _flags_of(recorded) != _flags_of(result["command"]):
+        # Its numbers answer another question: missing, not read.
+        result.update(finished=False, recorded_command=recorded, error=(
+            f"{model_dir} was trained by another command ({recorded}). Pass "
+            "another --work_dir, or remove the folder to train it again."))
+        print(f"{label} {result['error']}", flush=True)
+        return result
     result.update(finished=True, ran_now=ran, **read_run(model_dir))
     result.update(_wall_seconds(record, result))
-    if record["command"] not in (None, result["command"]):
-        result["recorded_command"] = record["command"]
-        print(f"{label} note: trained by another command: "
-              f"{record['command']}", flush=True)
     _print_done(label, result)
     return result
 
@@ -348,9 +353,10 @@ def main(argv):
                 _write_json(_OUT.value, report(header, results, load_start))
     final = report(header, results, load_start)
     _write_json(_OUT.value, final)
-    print("\n" + final["markdown"] + "\n\ntargets (issue 18):\n" + "\n".join(
-        tables.target_lines(final["targets"])) + f"\n\nwrote {_OUT.value}",
-        flush=True)
+    lines = tables.target_lines(final["targets"]) or [
+        "none judged: no variant beside recipe ran"]
+    print("\n" + final["markdown"] + "\n\ntargets (issue 18):\n"
+          + "\n".join(lines) + f"\n\nwrote {_OUT.value}", flush=True)
     return 0 if all(r["finished"] for r in results) else 1
 
 
@@ -423,6 +429,12 @@ def _now():
 
 def _shell(args):
     return " ".join(shlex.quote(a) for a in args)
+
+
+def _flags_of(line):
+    """A recorded command without its interpreter (another venv is the
+    same run)."""
+    return shlex.split(line)[1:]
 
 
 def _command():

@@ -189,6 +189,22 @@ def test_only_a_run_with_every_end_file_is_finished(tmp_path):
     assert accuracy.finished(str(model_dir))
 
 
+def test_a_run_trained_by_another_command_is_missing(tmp_path):
+    model_dir = accuracy.run_dir(tmp_path, "s", "recipe", 0)
+    os.makedirs(os.path.join(model_dir, "model"))
+    for name in accuracy.FINISHED_FILES[:2] + accuracy.FINISHED_FILES[3:]:
+        with open(os.path.join(model_dir, name), "w") as f:
+            f.write("{}")
+    with open(model_dir + ".attempts.json", "w") as f:
+        json.dump({"command": "python -m apps.finetune --epochs=9",
+                   "attempts": [{"seconds": 1.0}]}, f)
+    result = accuracy.run_one("s", "recipe", 0, [], env={},
+                              work_dir=str(tmp_path), model=None, extra=())
+    assert not result["finished"]
+    assert "another --work_dir" in result["error"]
+    assert result["recorded_command"].endswith("--epochs=9")
+
+
 def test_wall_seconds_sum_the_attempts_and_mark_untimed_ones():
     timed = accuracy._wall_seconds(
         {"attempts": [{"seconds": 10.0}, {"seconds": 5.5}]}, {})
