@@ -13,9 +13,9 @@ another competes for the CPU:
 `rotten_tomatoes` is the app's default data (no --train_data); any other
 set name reads `<data_dir>/<name>.jsonl` (or .csv / .tsv), or
 `<name>.train.jsonl` + `<name>.test.jsonl` for a set with an official split.
-Run `i` of set `s` goes to `<work_dir>/<s>/<variant>/seed<k>`; its log and
-`seed<k>.attempts.json` (the command and the seconds of every attempt) lie
-beside it, outside the model dir, which the app owns.
+The run of seed k goes to `<work_dir>/<set>/<variant>/seed<k>`; its
+`seed<k>.log` and `seed<k>.attempts.json` (the command and the seconds of
+every attempt) lie beside it, outside the model dir, which the app owns.
 
 Resumable: run the same command again after a kill, a reboot or in another
 session. A run whose model dir holds a finished run (the app's end files) is
