@@ -148,8 +148,10 @@ def test_variants_all_combines_every_addition():
     additions = [f for name, fl in accuracy.VARIANTS.items()
                  if name != "all" for f in fl]
     assert accuracy.VARIANTS["all"] == additions
-    # Today `all` is layer_decay: the default leaves the duplicate out.
-    assert accuracy._duplicate("all") and not accuracy._duplicate("layer_decay")
+    assert accuracy.VARIANTS["all"] == [
+        "--layer_decay=0.9", "--weight_averaging=soup", "--min_updates=300"]
+    assert not accuracy._duplicate("all")
+    assert not accuracy._duplicate("layer_decay")
 
 
 def test_command_has_only_the_data_seed_variant_and_extra_flags(tmp_path):
