@@ -11,15 +11,22 @@ the same run on the same machine under the same load:
     python -m bench.run --suite=engine --out=bench/results/engine.json
     # issue 5: input pipeline speed-up, padding, and "never starves"
     python -m bench.run --suite=pipeline --out=bench/results/pipeline.json
-    # all of the above on a tiny model, a few updates each (CI smoke test)
+    # issue 23: painless side by side with Hugging Face Trainer on PyTorch
+    python -m bench.run --suite=peer --out=bench/results/peer.json
+    python -m bench.run --suite=peer --time_to_accuracy  # + 3 epochs, test
+    # all of the above but peer on a tiny model, a few updates each (CI)
     python -m bench.run --suite=quick --out=/tmp/quick.json
 
 The full suites use the default assets (all-MiniLM-L6-v2, the Rotten
 Tomatoes training split) unless --model / --train_data name others; `quick`
 uses a tiny 2-layer BERT written to a temporary folder and synthetic
-sentiment texts. Each run prints markdown tables and writes one JSON file
-with the machine, the exact command, the date, the load average, the
-measured matmul peaks and every configuration's numbers.
+sentiment texts. `peer` runs Hugging Face's `Trainer` (bench/hf_peer.py)
+under an interpreter of its own, never painless_tf's (bench/peer_env.py:
+--peer_python, else a venv created in the cache folder on first use); where
+there is none it is skipped with its reason. Each run prints markdown
+tables and writes one JSON file with the machine, the exact command, the
+date, the load average, the measured matmul peaks and every
+configuration's numbers.
 
 Speed is never asserted: targets from the issues are printed as met or not.
 See docs/benchmarks.md for the latest full tables and what each column means.
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from concurrent import futures
 
 from absl import app
@@ -51,11 +59,11 @@ _OUT = flags.DEFINE_string(
 _WARMUP = flags.DEFINE_integer(
     "warmup", None,
     "Untimed optimizer updates per configuration (default: 1 for quick, "
-    "else 3).", lower_bound=1)
+    "10 for peer, else 3).", lower_bound=1)
 _UPDATES = flags.DEFINE_integer(
     "updates", None,
     "Timed optimizer updates per configuration (default: 3 for quick, 10 "
-    "for cpu, 12 for engine, 16 for pipeline).", lower_bound=1)
+    "for cpu, 12 for engine, 16 for pipeline, 50 for peer).", lower_bound=1)
 _GLOBAL_BATCH_SIZE = flags.DEFINE_integer(
     "global_batch_size", 32, "Examples per optimizer update, every config.")
 _MODEL = flags.DEFINE_string(
@@ -72,7 +80,9 @@ _HAND_PICKED_LENGTH = flags.DEFINE_integer(
 _TIME_TO_ACCURACY = flags.DEFINE_bool(
     "time_to_accuracy", False,
     "cpu suite: also train the keras-hub default and painless until "
-    "--target_accuracy on the validation split (long).")
+    "--target_accuracy on the validation split; peer suite: train both "
+    "the recipe's 3 epochs, timing --target_accuracy on the way, then "
+    "evaluate on the test split (long).")
 _TARGET_ACCURACY = flags.DEFINE_float(
     "target_accuracy", 0.8, "Validation accuracy for --time_to_accuracy.")
 _EVAL_EVERY = flags.DEFINE_integer(
@@ -90,22 +100,31 @@ _JOBS = flags.DEFINE_integer(
     "Configurations run at once (default: 2 for quick, whose numbers only "
     "show that everything runs; 1 for the full suites, so that no "
     "configuration is measured while another competes for the CPU).")
+_PEER_PYTHON = flags.DEFINE_string(
+    "peer_python", None,
+    "peer suite: an interpreter with torch, transformers and accelerate for "
+    "the Hugging Face Trainer config; default: <cache dir>/bench-peer-venv, "
+    "created on first use (bench/peer_env.py).")
 
 
 
 @flags.multi_flags_validator(
     ["suite", "time_to_accuracy"],
-    message="--time_to_accuracy compares the cpu suite's configs. Pass "
-    "--suite=cpu (or quick), or drop --time_to_accuracy.")
+    message="--time_to_accuracy compares the cpu or peer suite's configs. "
+    "Pass --suite=cpu (or peer, or quick), or drop --time_to_accuracy.")
 def _time_to_accuracy_needs_cpu(values):
-    return not values["time_to_accuracy"] or values["suite"] in ("cpu", "quick")
+    return not values["time_to_accuracy"] or values["suite"] in (
+        "cpu", "peer", "quick")
 
 
 _LOCK = threading.Lock()
 _COUNTER = itertools.count()
 
 _DEFAULT_UPDATES = {"quick": 3, "cpu": 10, "engine": 12, "pipeline": 16,
-                    "freezing": 20}
+                    "freezing": 20, "peer": 50}
+# Untimed updates; 3 unless named (the peer suite's 10, for both of its
+# configs, is issue 23's).
+_DEFAULT_WARMUP = {"quick": 1, "peer": 10}
 # Rows of synthetic sentiment text for --suite=quick: 640 train examples,
 # 20 global batches of 32.
 _QUICK_ROWS = 800
@@ -121,15 +140,18 @@ def main(argv):
     out = _OUT.value or os.path.join(_REPO, "bench", "results", f"{suite}.json")
     started, load_start = time.time(), os.getloadavg()
     warmup = _WARMUP.value if _WARMUP.value is not None else (
-        1 if suite == "quick" else 3)
+        _DEFAULT_WARMUP.get(suite, 3))
     updates = _UPDATES.value or _DEFAULT_UPDATES[suite]
     with tempfile.TemporaryDirectory(prefix="painless_bench-") as work:
         model_path, train_data, env = _inputs(suite, work)
+        peer = (_peer(model_path, train_data, work) if suite == "peer"
+                else None)
         specs = suites.suite_specs(
             suite, model_path=model_path, train_data=train_data,
             hand_picked_length=_HAND_PICKED_LENGTH.value
             or (32 if suite == "quick" else 128),
             time_to_accuracy=_time_to_accuracy(),
+            peer=peer and peer["spec"],
         )
         peaks = {"start": _measure_peaks(env)}
         try:
@@ -142,6 +164,8 @@ def main(argv):
         peaks["end"] = _measure_peaks(env)
     report = _report(suite, sections, peaks, plan, started, load_start,
                      warmup, updates)
+    if peer:
+        report["peer"] = peer["report"]
     print(_header(report) + "\n\n" + report["markdown"], flush=True)
     from painless_tf import run
 
@@ -153,6 +177,37 @@ def main(argv):
         print(f"failed configs: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _peer(model_path, train_data, work):
+    """The peer's interpreter and rows: `{"spec": ..., "report": ...}`.
+
+    The rows are painless_tf's own split of the data (the seed every config
+    uses), written as JSONL in the work folder; the peer's spec carries
+    their folder and interpreter, or `skipped` and why.
+    """
+    from bench import peer_env
+    from painless_tf import run
+
+    splits = run.load_data(run.RunConfig(
+        model=model_path, train_data=train_data, seed=suites.SEED))
+    folder = os.path.join(work, "peer_data")
+    rows = peer_env.export_splits(splits, folder)
+    if _ONLY.value and "hf_trainer" not in _ONLY.value:
+        # Left out: no interpreter to find, let alone a venv to create.
+        return {"spec": {"skipped": "not in --only"},
+                "report": {"rows": rows}}
+    resolved = peer_env.resolve(
+        _PEER_PYTHON.value, log=lambda line: print(line, flush=True))
+    report = {"python": resolved.python, "versions": resolved.versions,
+              "skipped": resolved.skipped, "rows": rows}
+    if not resolved.ok:
+        print(f"[peer/hf_trainer] skipped: {resolved.skipped}", flush=True)
+        return {"spec": {"skipped": resolved.skipped}, "report": report}
+    print(f"peer: {resolved.python} ({resolved.versions})", flush=True)
+    return {"spec": {"python": resolved.python, "data_dir": folder,
+                     "num_labels": len(rows["labels"])},
+            "report": report}
 
 
 def _time_to_accuracy():
@@ -299,11 +354,18 @@ def _inputs(suite, work):
 
 def _complete(spec, warmup, updates):
     return suites.complete(spec, warmup=warmup, updates=updates,
-                           global_batch_size=_GLOBAL_BATCH_SIZE.value)
+                           global_batch_size=_GLOBAL_BATCH_SIZE.value,
+                           seed=suites.SEED)
 
 
 def _run_config(spec, work, env, label=None):
-    """Runs one configuration in a fresh process; its result or an error."""
+    """Runs one configuration in a fresh process; its result or an error
+    (or `{"skipped": reason}` for a spec the run could not give a process).
+    """
+    skipped = suites.skipped(spec)
+    if skipped:
+        # Already printed with its reason when the run decided it.
+        return skipped
     with _LOCK:
         index = next(_COUNTER)
         if label:
@@ -314,7 +376,14 @@ def _run_config(spec, work, env, label=None):
     with open(spec_path, "w") as f:
         json.dump(spec, f)
     command = [sys.executable, "-m", "bench.workloads", spec_path, result_path]
+    if spec["kind"] == "hf_trainer":
+        # The peer imports nothing of this repository: its own interpreter,
+        # the script by path, no PYTHONPATH.
+        command = [spec["python"], os.path.join(_REPO, "bench", "hf_peer.py"),
+                   spec_path, result_path]
+        env = _peer_env(env)
     start = time.perf_counter()
+    launched = time.time()
     with open(log_path, "w") as log:
         try:
             code = subprocess.run(
@@ -340,9 +409,49 @@ def _run_config(spec, work, env, label=None):
     with open(result_path) as f:
         result = json.load(f)
     result["process_seconds"] = time.perf_counter() - start
+    if spec["kind"] == "hf_trainer":
+        result.update(_peer_flops(spec["model_path"],
+                                  result.pop("timed_lengths", None),
+                                  result["real_tokens_per_sec"]))
+    if "first_step_unix_time" in result:
+        # Imports and interpreter start included, unlike time_to_first_step_s.
+        result["time_to_first_step_from_launch_s"] = (
+            result["first_step_unix_time"] - launched)
     if label:
         _print_brief(label, result)
     return result
+
+
+def _peer_flops(model_path, lengths, tokens_per_sec):
+    """The peer's FLOPs per real token and FLOP/s, counted as painless's are
+    (`flops.training_flops_per_token` on the timed rows' real lengths), from
+    the Hugging Face BERT config's shapes; the pooler and the classifier, a
+    few 1e-4 of the total at these lengths, are left out. Empty for a
+    config without BERT's field names."""
+    from painless_tf import flops
+
+    try:
+        with open(os.path.join(model_path, "config.json")) as f:
+            config = json.load(f)
+        shapes = types.SimpleNamespace(
+            hidden_dim=config["hidden_size"],
+            num_layers=config["num_hidden_layers"],
+            intermediate_dim=config["intermediate_size"])
+    except (OSError, KeyError, ValueError):
+        return {}
+    if not lengths:
+        return {}
+    per_token = flops.training_flops_per_token(shapes, lengths)
+    return {"flops_per_real_token": per_token,
+            "model_flops_per_sec": per_token * tokens_per_sec}
+
+
+def _peer_env(env):
+    env = {k: v for k, v in env.items()
+           if k not in ("PYTHONPATH", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    # The model is a local folder: nothing to fetch, nothing to report.
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+    return env
 
 
 def _print_brief(label, result):

@@ -6,11 +6,21 @@ timed updates, the global batch and the seed, and runs each distinct spec
 once in its own process.
 """
 
-SUITES = ("quick", "cpu", "engine", "pipeline", "freezing")
+SUITES = ("quick", "cpu", "engine", "pipeline", "freezing", "peer")
+# The peer config (Hugging Face `Trainer`, see bench/hf_peer.py) trains with
+# painless_tf's recipe where it can: AdamW, weight decay 0.01, gradient
+# clipping at norm 1.0, a linear warm-up over 10% of the updates then linear
+# decay, 3 epochs, 128 tokens at most. Its rate is the usual 5e-5 (painless
+# takes its own from the LR range test); speed does not depend on it.
+# Data order and initialization of every config (and of the split the peer's
+# exported rows come from).
+SEED = 0
+PEER_RECIPE = {"learning_rate": 5e-5, "weight_decay": 0.01, "clip_norm": 1.0,
+               "warmup_fraction": 0.1, "epochs": 3, "max_length": 128}
 
 
 def suite_specs(suite, *, model_path, train_data, hand_picked_length,
-                time_to_accuracy=None):
+                time_to_accuracy=None, peer=None):
     """The configurations of one suite, by section.
 
     Args:
@@ -20,7 +30,11 @@ def suite_specs(suite, *, model_path, train_data, hand_picked_length,
         hand_picked_length: int. Sequence length of the hand-picked config.
         time_to_accuracy: dict or None. `{"target", "eval_every",
             "max_updates"}` for the cpu section's keras-hub default and
-            painless configs.
+            painless configs; for the peer suite, both train the
+            recipe's epochs and report the test accuracy.
+        peer: dict or None. The peer suite's `{"data_dir", "num_labels",
+            "python"}` (the exported rows, the peer interpreter) or
+            `{"skipped": reason}`.
 
     Returns:
         dict `{section: {config name: spec}}`; specs lack the `warmup`,
@@ -59,6 +73,14 @@ def suite_specs(suite, *, model_path, train_data, hand_picked_length,
             cpu["keras_hub_default"]["time_to_accuracy"] = dict(
                 time_to_accuracy, give_up_factor=3.0,
                 give_up_relative_to="painless")
+    if suite == "peer":
+        hf = {**common, **PEER_RECIPE, **(peer or {}), "kind": "hf_trainer"}
+        painless = {**common, "kind": "painless"}
+        if time_to_accuracy:
+            full = dict(time_to_accuracy, full_epochs=True)
+            hf["time_to_accuracy"] = dict(full)
+            painless["time_to_accuracy"] = dict(full)
+        sections["peer"] = {"hf_trainer": hf, "painless": painless}
     if suite in ("engine", "quick"):
         engine = {}
         for precision, tag in (("float32", "float32"), ("auto", "plan")):
@@ -101,7 +123,20 @@ def suite_specs(suite, *, model_path, train_data, hand_picked_length,
     return sections
 
 
-def complete(spec, *, warmup, updates, global_batch_size, seed=0):
+def skipped(spec):
+    """`{"skipped": reason}`, the result of a spec the run gives no process
+    (the peer without an interpreter), else None.
+
+    Examples:
+    >>> skipped({"kind": "hf_trainer", "skipped": "no torch"})
+    {'skipped': 'no torch'}
+    """
+    if "skipped" in spec:
+        return {"skipped": spec["skipped"]}
+    return None
+
+
+def complete(spec, *, warmup, updates, global_batch_size, seed=SEED):
     """A spec with the run's settings, ready for `bench/workloads.py`.
 
     Args:

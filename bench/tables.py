@@ -65,6 +65,17 @@ _RATIOS = {
         ("peak RSS: head only / all layers", "layers_0", "layers_all",
          "peak_rss_mib", None, "max"),
     ),
+    "peer": (
+        ("painless / HF Trainer, examples/sec", "painless", "hf_trainer",
+         "examples_per_sec", 1.5, "min"),
+        ("painless / HF Trainer, real tokens/sec", "painless", "hf_trainer",
+         "real_tokens_per_sec", None, "min"),
+        ("peak RSS: painless / HF Trainer", "painless", "hf_trainer",
+         "peak_rss_mib", 1.0, "max"),
+        ("time to first step from launch: painless / HF Trainer",
+         "painless", "hf_trainer", "time_to_first_step_from_launch_s", None,
+         "max"),
+    ),
     "pipeline": (
         ("our pipeline / keras-hub default path, examples/sec",
          "our_pipeline", "keras_hub_default", "examples_per_sec", 4.0, "min"),
@@ -87,6 +98,13 @@ _COLUMNS = (
     ("RSS growth MiB", "rss_growth_mib", "{:,.0f}"),
     ("first step s", "time_to_first_step_s", "{:.1f}"),
 )
+# Further columns of one section's table.
+_SECTION_COLUMNS = {
+    # The peer imports PyTorch, the others TensorFlow: from launch, the
+    # imports count too.
+    "peer": (("first step from launch s", "time_to_first_step_from_launch_s",
+              "{:.1f}"),),
+}
 
 
 def add_mfu(sections, peaks):
@@ -119,10 +137,10 @@ def ratios(name, results):
     """The side-by-side ratios of one section.
 
     Args:
-        name: str. "cpu", "engine", "pipeline" or "freezing".
+        name: str. "cpu", "engine", "pipeline", "freezing" or "peer".
         results: dict. `{config name: result}` of that section; a ratio
             with a config that did not run is left out (one that failed
-            gives None).
+            or was skipped gives None, which meets no target).
 
     Returns:
         list of dict with `name`, `value` (None where a side is missing or
@@ -176,6 +194,14 @@ def _extra_ratios(name, results):
             else:
                 value = ours / theirs if ours and theirs else None
                 out.append(_ratio(label, value, 1 / 3, "max"))
+    if name == "peer":
+        painless, hf = results.get("painless", {}), results.get(
+            "hf_trainer", {})
+        if "time_to_accuracy" in painless or "time_to_accuracy" in hf:
+            ours, theirs = _tta_seconds(painless), _tta_seconds(hf)
+            out.append(_ratio(
+                "time to target accuracy: painless / HF Trainer",
+                ours / theirs if ours and theirs else None, None, "max"))
     if name == "pipeline":
         ours = results.get("our_pipeline", {}).get("padding_fraction")
         out.append(_ratio("padding fraction, our pipeline", ours, 0.20, "max"))
@@ -213,7 +239,8 @@ def markdown(name, section):
     ...                             "ratios": []}).splitlines()[2])
     | x | failed: boom |  |  |  |  |  |  |  |  |  |  |
     """
-    headers = ["config"] + [h for h, _, _ in _COLUMNS]
+    columns = _COLUMNS + _SECTION_COLUMNS.get(name, ())
+    headers = ["config"] + [h for h, _, _ in columns]
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "---|" * len(headers),
@@ -221,11 +248,13 @@ def markdown(name, section):
     results = section["results"]
     for config in section.get("order") or list(results):
         result = results[config]
-        if "error" in result:
-            cells = [f"failed: {result['error']}"] + [""] * (len(_COLUMNS) - 1)
+        if "error" in result or "skipped" in result:
+            brief = (f"failed: {result['error']}" if "error" in result
+                     else f"skipped: {result['skipped']}")
+            cells = [brief] + [""] * (len(columns) - 1)
         else:
             cells = [_cell(result, field, fmt, header)
-                     for header, field, fmt in _COLUMNS]
+                     for header, field, fmt in columns]
         lines.append("| " + " | ".join([config] + cells) + " |")
     extra = _extra_lines(section["results"])
     if extra:
@@ -283,6 +312,11 @@ def _extra_lines(results):
                     f"- {config}: {tta['target']:.0%} not reached in "
                     f"{tta['updates_run']} updates (best {best}{when})"
                 )
+        if "test_accuracy" in result:
+            lines.append(
+                f"- {config}: test accuracy {result['test_accuracy']:.1%} "
+                f"after {result['epochs']} epochs "
+                f"({tta['updates_run'] if tta else '?'} updates)")
         if "pipeline_over_in_memory_median" in result:
             median = result["update_seconds_median"]
             lines.append(

@@ -360,15 +360,18 @@ def train_dataset(prepared):
 
 
 def _tta_clock(spec, tta, started, *, updates, evaluate, steps_per_update=1):
-    """The `StepClock` of a config that may also run to a target accuracy."""
+    """The `StepClock` of a config that may also run to a target accuracy
+    (and, with `full_epochs`, on through all `updates` after reaching it)."""
     seconds = (tta or {}).get("give_up_after_seconds")
+    window = spec["warmup"] + spec["updates"]
     return StepClock(
         steps_per_update=steps_per_update,
         stop_after=updates,
         evaluate=evaluate,
         eval_every=tta["eval_every"] if tta else 0,
         target=tta["target"] if tta else None,
-        min_updates=spec["warmup"] + spec["updates"],
+        min_updates=max(window, updates) if (tta or {}).get("full_epochs")
+        else window,
         give_up_at=None if seconds is None else started + seconds,
     )
 
@@ -463,7 +466,12 @@ def keras_hub_fit(spec, started):
 
 
 def painless_fit(spec, started):
-    """painless_tf as `apps/finetune.py` runs it: prepare, build, datasets."""
+    """painless_tf as `apps/finetune.py` runs it: prepare, build, datasets.
+
+    With `time_to_accuracy` and its `full_epochs`, training runs every
+    update of the plan's epochs (past the target) and the result adds the
+    test split's accuracy.
+    """
     config = run.RunConfig(
         model=spec["model_path"],
         train_data=spec.get("train_data"),
@@ -480,10 +488,12 @@ def painless_fit(spec, started):
     strategy = distribution.make_strategy(plan.strategy)
     trainer = run.build_trainer(prepared, strategy)
     train = train_dataset(prepared)
-    validation = run.datasets(prepared)["validation"]
+    evaluation = run.datasets(prepared)
+    validation = evaluation["validation"]
     tta, max_updates = _tta(spec)
     evaluate = None
     updates = spec["warmup"] + spec["updates"]
+    full_epochs = bool(tta and tta.get("full_epochs"))
     if tta:
 
         def evaluate():
@@ -492,7 +502,8 @@ def painless_fit(spec, started):
             )
             return logs["accuracy"]
 
-        updates = min(max(max_updates, updates), plan.total_updates)
+        updates = plan.total_updates if full_epochs else min(
+            max(max_updates, updates), plan.total_updates)
     clock = _tta_clock(spec, tta, started, updates=updates,
                        evaluate=evaluate)
     rss_before = current_rss_mib()
@@ -504,6 +515,10 @@ def painless_fit(spec, started):
         trainer, plan.precision, started,
     )
     result.update(_plan_fields(plan), rss_before_fit_mib=rss_before)
+    if full_epochs:
+        result["epochs"] = plan.epochs
+        result["test_accuracy"] = trainer.evaluate(
+            evaluation["test"], verbose=0, return_dict=True)["accuracy"]
     if plan.trainable_layers != "all":
         # Frozen layers skip most of their backward pass; the full-training
         # FLOPs per token would overstate MFU, so none is given.
@@ -744,6 +759,7 @@ KINDS = {
 
 def main(argv):
     started = time.perf_counter()
+    started_wall = time.time()
     if len(argv) != 3:
         print("usage: python -m bench.workloads SPEC.json RESULT.json",
               file=sys.stderr)
@@ -761,6 +777,10 @@ def main(argv):
         load_average={"start": list(load_start), "end": list(os.getloadavg())},
         wall_seconds=time.perf_counter() - started,
     )
+    if "time_to_first_step_s" in result:
+        # For the runner's time from launch (imports included).
+        result["first_step_unix_time"] = (
+            started_wall + result["time_to_first_step_s"])
     with open(argv[2], "w") as f:
         json.dump(result, f, indent=2, sort_keys=True, default=_json_default)
     return 0

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench import gpu_check
+from bench import peer_env
 from bench import suites
 from bench import tables
 from bench import workloads
@@ -299,7 +300,104 @@ def test_junit_summary_counts_failures(tmp_path):
     assert summary["cases"][1]["failure"] == "assert 1 == 2"
 
 
-@pytest.mark.parametrize("module", [suites, tables, workloads, gpu_check])
+def test_peer_is_skipped_with_its_reason_without_a_working_interpreter(
+        tmp_path, monkeypatch):
+    resolved = peer_env.resolve("/nonexistent")
+    assert not resolved.ok and resolved.python is None
+    assert resolved.skipped == "--peer_python: /nonexistent does not exist"
+    # An interpreter without torch: the import error is the reason.
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named "
+                    "'torch'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    resolved = peer_env.resolve(str(fake))
+    assert resolved.skipped.endswith("No module named 'torch'")
+    # No venv yet and none may be made / no python3.11 to make one.
+    environ = {"PAINLESS_TF_CACHE": str(tmp_path / "cache")}
+    resolved = peer_env.resolve(environ=environ, create=False)
+    assert resolved.skipped.startswith("no peer venv: ")
+    monkeypatch.setattr(peer_env.shutil, "which", lambda name: None)
+    resolved = peer_env.resolve(environ=environ, log=lambda line: None)
+    assert resolved.skipped.startswith("python3.11 not found on PATH")
+
+    specs = suites.suite_specs(
+        "peer", model_path="m", train_data=None, hand_picked_length=128,
+        peer={"skipped": "no torch"})["peer"]
+    assert set(specs) == {"hf_trainer", "painless"}
+    assert "skipped" not in specs["painless"]
+    spec = suites.complete(specs["hf_trainer"], warmup=10, updates=50,
+                           global_batch_size=32)
+    # The runner starts no process for it and records the reason.
+    assert suites.skipped(spec) == {"skipped": "no torch"}
+    assert suites.skipped(specs["painless"]) is None
+
+
+def test_peer_ratios_count_a_skip_as_nothing_met():
+    results = {"painless": {"examples_per_sec": 60.0, "peak_rss_mib": 900.0,
+                            "precision": "float32"},
+               "hf_trainer": {"skipped": "no torch"}}
+    ratios = tables.ratios("peer", results)
+    assert ratios and all(r["value"] is None for r in ratios)
+    assert all(r["meets_target"] is None for r in ratios)
+    text = tables.markdown("peer", {"results": results, "ratios": ratios})
+    assert "| hf_trainer | skipped: no torch |" in text
+    assert "(met)" not in text and "(not met)" not in text
+
+
+def _reached(seconds):
+    return {"target": 0.8, "reached": True, "seconds": seconds,
+            "updates": 100, "updates_run": 800, "evaluations": []}
+
+
+def test_peer_ratios_compare_painless_with_the_trainer():
+    results = {
+        "hf_trainer": {"examples_per_sec": 40.0, "real_tokens_per_sec": 1000.0,
+                       "peak_rss_mib": 800.0,
+                       "time_to_first_step_from_launch_s": 20.0,
+                       "time_to_accuracy": _reached(300.0)},
+        "painless": {"examples_per_sec": 50.0, "real_tokens_per_sec": 1500.0,
+                     "peak_rss_mib": 1600.0,
+                     "time_to_first_step_from_launch_s": 30.0,
+                     "time_to_accuracy": _reached(150.0),
+                     "test_accuracy": 0.81, "epochs": 3},
+    }
+    by_name = {r["name"]: r for r in tables.ratios("peer", results)}
+    speed = by_name["painless / HF Trainer, examples/sec"]
+    assert speed["value"] == 1.25 and speed["meets_target"] is False
+    rss = by_name["peak RSS: painless / HF Trainer"]
+    assert rss["value"] == 2.0 and rss["meets_target"] is False
+    assert by_name["time to first step from launch: painless / HF Trainer"][
+        "value"] == 1.5
+    assert by_name["time to target accuracy: painless / HF Trainer"][
+        "value"] == 0.5
+    text = tables.markdown("peer", {"results": results,
+                                    "ratios": list(by_name.values())})
+    assert "| 1.25 | >= 1.50 (not met) |" in text
+    assert text.splitlines()[0].endswith("| first step from launch s |")
+    assert "- painless: test accuracy 81.0% after 3 epochs (800 updates)" in text
+
+
+def test_peer_rows_are_the_splits_rows(tmp_path):
+    from painless_tf import data
+    from tests import tiny
+
+    csv = tiny.write_csv(tmp_path / "rows.csv", tiny.sentiment_rows(50))
+    splits = data.load_splits(train=csv, seed=suites.SEED)
+    summary = peer_env.export_splits(splits, str(tmp_path / "peer"))
+    assert summary["labels"] == list(splits.vocab.names)
+    for name in ("train", "validation", "test"):
+        examples = getattr(splits, name)
+        with open(tmp_path / "peer" / f"{name}.jsonl") as f:
+            rows = [json.loads(line) for line in f]
+        assert [r["text"] for r in rows] == list(examples.texts[0])
+        assert [r["label"] for r in rows] == examples.labels.tolist()
+        assert summary[name]["rows"] == len(examples)
+        assert summary[name]["label_counts"] == np.bincount(
+            examples.labels, minlength=len(summary["labels"])).tolist()
+
+
+@pytest.mark.parametrize("module", [suites, tables, workloads, gpu_check,
+                                    peer_env])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
