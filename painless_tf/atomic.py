@@ -59,7 +59,8 @@ def write_text(path, text):
     path = os.fspath(path)
     if "://" in path:
         tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(path, "w") as f:
+        with tf.io.gfile.GFile(path, "wb" if isinstance(text, bytes)
+                               else "w") as f:
             f.write(text)
         return
     directory = os.path.dirname(os.path.abspath(path))
@@ -67,9 +68,11 @@ def write_text(path, text):
     handle, temporary = tempfile.mkstemp(
         dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
     )
+    binary = isinstance(text, bytes)
     try:
         os.fchmod(handle, file_mode())
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
+        with os.fdopen(handle, "wb" if binary else "w",
+                       encoding=None if binary else "utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -79,6 +82,20 @@ def write_text(path, text):
             os.remove(temporary)
         raise
     fsync_dir(directory)
+
+
+def write_bytes(path, content):
+    """`write_text` of bytes (e.g. an `np.save` buffer).
+
+    Examples:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "b.bin")
+    >>> write_bytes(path, b"\x00\x01"); open(path, "rb").read()
+    b'\x00\x01'
+    """
+    if not isinstance(content, bytes):
+        raise TypeError(f"`content` must be bytes. Received: {type(content)}")
+    write_text(path, content)
 
 
 def fsync_dir(directory):

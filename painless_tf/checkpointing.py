@@ -133,7 +133,8 @@ SIGNATURE_EXCLUDED = {
 # Fields added to the signature after its format was first written, with the
 # value under which a run computes what a run from before them computed.
 SIGNATURE_ADDED = {"layer_decay": 1.0, "min_updates": 0,
-                   "weight_averaging": "none"}
+                   "weight_averaging": "none", "student_layers": None,
+                   "distill_temperature": 2.0, "distill_alpha": 0.5}
 
 
 def run_signature(config, plan, data_fingerprint):

@@ -37,7 +37,8 @@ def _field(default, group, kind, help, **options):
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """What the user asked for; every field but `model_dir` is a flag of
-    `apps/finetune.py` of the same name (see its help).
+    `apps/finetune.py` of the same name (see its help), and the
+    distillation fields are flags of `apps/compress.py`.
 
     Examples:
     >>> RunConfig(epochs=2).epochs
@@ -215,6 +216,23 @@ class RunConfig:
         "Stop after this many validations without improvement of "
         "--selection_metric; 0: never (auto: 2).")
 
+    # === Distillation: a student run of apps/compress.py (its flags) ===
+    student_layers: str | None = _field(
+        None, "distill", "string",
+        "Unset: a plain fine-tuning run. Else the run trains a student of "
+        "the fine-tuned --model (the teacher) that keeps these of its "
+        "encoder layers: every_other, a count N (spread evenly, the top "
+        "one kept) or indices like 0,2,5.")
+    distill_temperature: float = _field(
+        2.0, "distill", "float",
+        "Temperature of the teacher's and the student's softmax in the "
+        "soft-label term (scaled by its square).", lower_bound=0.01)
+    distill_alpha: float = _field(
+        0.5, "distill", "float",
+        "Share of the soft-label term in the student's loss; the rest is "
+        "the cross-entropy with the true label.",
+        lower_bound=0.0, upper_bound=1.0)
+
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(
@@ -239,6 +257,7 @@ class RunConfig:
 
 
 def flag_fields(group):
-    """The fields of `group` ("data" or "plan") that are flags, in order."""
+    """The fields of `group` ("data", "plan" or "distill") that are flags,
+    in order."""
     return [f for f in dataclasses.fields(RunConfig)
             if f.metadata.get("flag", {}).get("group") == group]

@@ -92,7 +92,11 @@ def student_from_teacher(teacher, layers="every_other"):
     chosen = teacher_layers(len(groups.encoder), layers)
     config = teacher.get_config()
     config["backbone"]["config"]["num_layers"] = len(chosen)
+    # The teacher's preprocessor itself: a tokenizer rebuilt from its
+    # config alone has no vocabulary (keras-hub keeps it in the assets).
+    config["preprocessor"] = None
     student = type(teacher).from_config(config)
+    student.preprocessor = teacher.preprocessor
     student_groups = freezing.layer_groups(student)
     pairs = list(zip(groups.embeddings, student_groups.embeddings))
     pairs += [(groups.encoder[t], student_groups.encoder[s])
@@ -154,8 +158,12 @@ def distillation_loss(temperature=2.0, alpha=0.5):
     temperature, alpha = float(temperature), float(alpha)
 
     def loss(y_true, student_logits):
-        y_true = ops.cast(y_true, "float32")
         student_logits = ops.cast(student_logits, "float32")
+        if len(y_true.shape) == 1:
+            # Class ids alone (validation, test): the true-label term, the
+            # student's own cross-entropy.
+            return _cross_entropy(ops.cast(y_true, "int32"), student_logits)
+        y_true = ops.cast(y_true, "float32")
         labels = ops.cast(y_true[:, 0], "int32")
         teacher = y_true[:, 1:]
         soft_teacher = ops.softmax(teacher / temperature, axis=-1)
@@ -164,13 +172,82 @@ def distillation_loss(temperature=2.0, alpha=0.5):
             student_logits / temperature, axis=-1)
         kl = ops.sum(soft_teacher * (log_soft_teacher - log_soft_student),
                      axis=-1)
-        log_student = ops.log_softmax(student_logits, axis=-1)
-        hard = -ops.sum(
-            ops.one_hot(labels, ops.shape(student_logits)[-1]) * log_student,
-            axis=-1)
+        hard = _cross_entropy(labels, student_logits)
         return alpha * temperature ** 2 * kl + (1.0 - alpha) * hard
 
     return loss
+
+
+def _cross_entropy(labels, logits):
+    log_probabilities = ops.log_softmax(logits, axis=-1)
+    return -ops.sum(
+        ops.one_hot(labels, ops.shape(logits)[-1]) * log_probabilities,
+        axis=-1)
+
+
+class HardLabels(keras.metrics.Metric):
+    """A class-id metric that reads `soft_targets` rows by their label.
+
+    The student's training batches carry `[label, logits...]` rows, its
+    validation batches class ids; the wrapped metric sees class ids in
+    both.
+
+    Examples:
+    >>> metric = HardLabels(keras.metrics.SparseCategoricalAccuracy())
+    >>> metric.update_state(soft_targets([1], [[0.0, 1.0]]),
+    ...                     np.array([[0.0, 3.0]]))
+    >>> float(metric.result()), metric.name
+    (1.0, 'sparse_categorical_accuracy')
+    """
+
+    def __init__(self, metric, **kwargs):
+        super().__init__(name=metric.name, dtype=metric.dtype, **kwargs)
+        self.metric = metric
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if len(y_true.shape) == 2:
+            y_true = ops.cast(y_true[:, 0], "int32")
+        self.metric.update_state(y_true, y_pred, sample_weight=sample_weight)
+
+    def result(self):
+        return self.metric.result()
+
+    def reset_state(self):
+        self.metric.reset_state()
+
+
+def parse_layers(value):
+    """A `--student_layers` value as `teacher_layers` takes it.
+
+    Examples:
+    >>> parse_layers("every_other"), parse_layers("3"), parse_layers("0,2,5")
+    ('every_other', 3, (0, 2, 5))
+    """
+    text = str(value).strip()
+    try:
+        if text == EVERY_OTHER:
+            return EVERY_OTHER
+        if "," not in text:
+            return int(text)
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--student_layers={value!r} is not a layer choice. Pass "
+            "every_other, a count like 3, or layer indices like 0,2,5."
+        ) from None
+
+
+def layers_name(value):
+    """A folder name for a `--student_layers` value.
+
+    Examples:
+    >>> layers_name("every_other"), layers_name("3"), layers_name("0,2,5")
+    ('student-every_other', 'student-3', 'student-0_2_5')
+    """
+    parsed = parse_layers(value)
+    if isinstance(parsed, tuple):
+        return "student-" + "_".join(str(i) for i in parsed)
+    return f"student-{parsed}"
 
 
 def teacher_logits(teacher, batches):

@@ -13,7 +13,9 @@ dictionary lookup:
   an epoch with `--eval_every_updates`), `soup` (with
   `--weight_averaging=soup`, before each validation of the soup: the best
   checkpoint's, then each average's), `model_save`
-  (the final model written to its staging folder, not yet renamed).
+  (the final model written to its staging folder, not yet renamed),
+  `teacher_logits` (apps/compress.py: a student's soft labels computed,
+  not yet written).
 """
 
 import collections

@@ -19,6 +19,7 @@ from absl import logging
 from painless_tf import checkpointing
 from painless_tf import config as config_lib
 from painless_tf import data
+from painless_tf import distillation
 from painless_tf import distribution
 from painless_tf import models
 from painless_tf import plan as plan_lib
@@ -68,6 +69,20 @@ def define_plan_flags():
     )
     def _no_float16_on_tpu(values):
         return not (values["tpu"] and values["precision"] == "mixed_float16")
+
+
+def define_distill_flags():
+    """The distillation flags of `apps/compress.py` (`config.RunConfig`'s
+    "distill" fields); --student_layers may be given once per student."""
+    for field in config_lib.flag_fields("distill"):
+        if field.name == "student_layers":
+            flags.DEFINE_multi_string(
+                field.name, [distillation.EVERY_OTHER],
+                "One student per value (repeat the flag for more): the "
+                "teacher's encoder layers it keeps: every_other, a count N "
+                "(spread evenly, the top one kept) or indices like 0,2,5.")
+        else:
+            _define(field)
 
 
 def define_checkpoint_flags():

@@ -81,7 +81,8 @@ def weighted_by_class(dataset, class_weights):
 
     Args:
         dataset: tf.data.Dataset of `(x, y, sample_weight)`, `y` int class
-            ids [B] (the training pipeline's batches).
+            ids [B] (the training pipeline's batches), or a student's
+            `[label, logits...]` rows [B, 1 + K].
         class_weights: sequence of float, one per class, or None (returns
             `dataset` unchanged).
     """
@@ -90,6 +91,9 @@ def weighted_by_class(dataset, class_weights):
     table = tf.constant(list(class_weights), tf.float32)
 
     def weigh(x, y, w):
-        return x, y, w * tf.gather(table, tf.cast(y, tf.int32))
+        # A student's rows `[label, teacher logits...]` carry the class id
+        # first (`distillation.soft_targets`).
+        ids = y[:, 0] if y.shape.rank == 2 else y
+        return x, y, w * tf.gather(table, tf.cast(ids, tf.int32))
 
     return dataset.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)

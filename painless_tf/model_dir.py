@@ -25,7 +25,7 @@ Layout::
         .painless_tf/lock            the lock; its text names the holder
         .painless_tf/progress.json   training summary, kept across resumes
         run.json  plan.json  labels.json  task.json  metrics.json
-        evaluation.json
+        evaluation.json  teacher_logits.npy (a student's)
         history.json  report.html  lr_range_test.png
         model/  checkpoints/  tensorboard/  export/
 """
@@ -61,9 +61,10 @@ MODEL = "model"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 EXPORT = "export"
+TEACHER_LOGITS = "teacher_logits.npy"  # a student's soft labels
 # What a run of this version may write, in the order it writes them.
-LAYOUT = (RUN, PLAN, LABELS, TASK, LR_PLOT, CHECKPOINTS, TENSORBOARD, HISTORY,
-          METRICS, EVALUATION, MODEL, REPORT, EXPORT)
+LAYOUT = (RUN, PLAN, LABELS, TASK, TEACHER_LOGITS, LR_PLOT, CHECKPOINTS,
+          TENSORBOARD, HISTORY, METRICS, EVALUATION, MODEL, REPORT, EXPORT)
 
 # Staging names of interrupted writes: atomic.write_text's temporary files
 # and atomic.replace_dir's folders.

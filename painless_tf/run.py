@@ -24,6 +24,7 @@ from painless_tf import atomic
 from painless_tf import checkpointing
 from painless_tf.config import RunConfig  # noqa: F401  (run.RunConfig)
 from painless_tf import data
+from painless_tf import distillation
 from painless_tf import distribution
 from painless_tf import evaluation as evaluation_lib
 from painless_tf import faults
@@ -252,7 +253,7 @@ def _range_test(plan, *, config, model_path, num_classes, train):
         plan,
         make_classifier=lambda: _load_classifier(
             model_path, num_classes, plan, dropout=config.dropout,
-            first_epoch_only=True)[0],
+            first_epoch_only=True, student_layers=config.student_layers)[0],
         train=train,
         options=lr_finder.RangeTestOptions(
             num_steps=config.lr_range_test_steps),
@@ -269,17 +270,23 @@ def _classifier(prepared, *, first_epoch_only=False):
     return _load_classifier(
         prepared.model_path, len(prepared.splits.vocab), prepared.plan,
         dropout=prepared.config.dropout, first_epoch_only=first_epoch_only,
+        student_layers=prepared.config.student_layers,
     )
 
 
 def _load_classifier(model_path, num_classes, plan, *, dropout,
-                     first_epoch_only=False):
+                     first_epoch_only=False, student_layers=None):
     classifier = models.load_classifier(
         model_path,
         num_classes=num_classes,
         sequence_length=plan.max_sequence_length,
         dropout=dropout,
     )
+    if student_layers is not None:
+        # A student: the fine-tuned `model_path` is its teacher.
+        classifier, chosen = distillation.student_from_teacher(
+            classifier, distillation.parse_layers(student_layers))
+        logging.info("student: the teacher's encoder layers %s", chosen)
     freeze = freezing.FreezeOptions(plan.trainable_layers, plan.unfreeze)
     if not freeze.partial:
         return classifier, None
@@ -299,12 +306,20 @@ def build_trainer(prepared, strategy):
         schedule = optimization.WarmupLinearDecay(
             plan.learning_rate, plan.warmup_steps, plan.total_updates
         )
+        metrics = heads.metrics_for(
+            plan.task, std=prepared.splits.task.std) + (
+                [imbalance.MacroF1(len(prepared.splits.vocab))]
+                if plan.task == "classification" else [])
+        loss = None
+        if prepared.config.student_layers is not None:
+            # Training rows carry the teacher's logits (`soft_targets`).
+            loss = distillation.distillation_loss(
+                prepared.config.distill_temperature,
+                prepared.config.distill_alpha)
+            metrics = [distillation.HardLabels(m) for m in metrics]
         trainer = trainers.for_plan(
-            classifier, plan, learning_rate=schedule,
-            metrics=heads.metrics_for(plan.task,
-                                      std=prepared.splits.task.std)
-            + ([imbalance.MacroF1(len(prepared.splits.vocab))]
-               if plan.task == "classification" else []),
+            classifier, plan, learning_rate=schedule, metrics=metrics,
+            loss=loss,
         )
         trainer.trainable_stages = stages
         trainer.learning_rate_schedule = schedule
@@ -338,8 +353,14 @@ def predict_ids(trainer, prepared, split):
     Runs on this process alone (no collectives), so every worker of a
     multi-worker run can call it.
     """
-    plan = prepared.plan
-    tokenized = prepared.tokenized[split]
+    logits = predict_logits(trainer, prepared.tokenized[split], prepared.plan)
+    return heads.scores(prepared.plan.task, logits)
+
+
+def predict_logits(model, tokenized, plan):
+    """The raw outputs of `model` on `tokenized` (a
+    `pipeline.TokenizedExamples`), in its order, batched as `plan` batches
+    evaluation; on this process alone, without dropout."""
     batch_plan = pipeline.plan_batches(
         tokenized.lengths,
         global_batch_size=plan.global_batch_size,
@@ -354,12 +375,11 @@ def predict_ids(trainer, prepared, split):
     )
     # One trace for every bucket's shape: without XLA there may be many.
     forward = tf.function(
-        lambda x: trainer(x, training=False), reduce_retracing=True,
+        lambda x: model(x, training=False), reduce_retracing=True,
         autograph=False,
     )
     logits = [forward(x).numpy() for x, _, _ in dataset]
-    logits = pipeline.restore_order(logits, batch_plan)
-    return heads.scores(plan.task, logits)
+    return pipeline.restore_order(logits, batch_plan)
 
 
 def run_record(config):
@@ -411,13 +431,16 @@ def data_fingerprint(tokenized):
     return digest.hexdigest()[:16]
 
 
-def _outputs(plan):
-    """The model dir entries a run with `plan` writes."""
+def _outputs(plan, student=False):
+    """The model dir entries a run with `plan` writes (a student's also
+    holds its teacher's logits)."""
     names = [n for n in model_dir_lib.LAYOUT if n != model_dir_lib.EXPORT]
     if not plan.lr_range_test:
         names.remove(model_dir_lib.LR_PLOT)
     if plan.task == "classification":
         names.remove(model_dir_lib.TASK)
+    if not student:
+        names.remove(model_dir_lib.TEACHER_LOGITS)
     return names
 
 
@@ -570,7 +593,7 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
     print(plan.table(), flush=True)
     if chief:
         # Says what it will write before it writes.
-        outputs = _outputs(plan)
+        outputs = _outputs(plan, config.student_layers is not None)
         owner.claim_all(outputs)
         print(f"model dir {owner.path}: this run writes only "
               f"{', '.join(outputs)} (listed in {model_dir_lib.MANIFEST})",

@@ -31,6 +31,7 @@ def make_trainer(
     metrics=None,
     task="classification",
     layer_decay=1.0,
+    loss=None,
 ):
     """A compiled `engine.Trainer` around `model`.
 
@@ -55,6 +56,8 @@ def make_trainer(
             per-example loss (`heads.loss_for`).
         layer_decay: float or None. Layer-wise learning-rate decay
             (`layer_decay.multipliers`); 1 or None: one rate for all.
+        loss: per-example loss or None. None takes the task's; a student
+            passes `distillation.distillation_loss(...)`.
 
     Returns:
         The compiled `engine.Trainer`.
@@ -85,14 +88,14 @@ def make_trainer(
                 layer_decay_lib.multipliers(model, layer_decay)
                 if layer_decay not in (None, 1, 1.0) else None),
         ),
-        loss=heads.loss_for(task),
+        loss=loss or heads.loss_for(task),
         weighted_metrics=list(metrics) if metrics else None,
     )
     return trainer
 
 
 def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
-             metrics=None):
+             metrics=None, loss=None):
     """`make_trainer` with the plan's update: its task's loss, optimizer,
     decay, layer-wise rates, clipping, momentum, accumulation, XLA and
     fused update.
@@ -104,6 +107,7 @@ def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
         accumulation_steps: int or None. None takes the plan's; the LR range
             test on one device passes the whole global batch's.
         metrics: list of keras.metrics.Metric or None.
+        loss: per-example loss or None (the task's).
     """
     return make_trainer(
         model,
@@ -121,4 +125,5 @@ def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
         metrics=metrics,
         task=plan.task,
         layer_decay=plan.layer_decay,
+        loss=loss,
     )

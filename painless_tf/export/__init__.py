@@ -139,7 +139,9 @@ from painless_tf.export.formats import SCORE_OUTPUTS
 from painless_tf.export.formats import TFLITE_FILES
 from painless_tf.export.formats import ExportError
 from painless_tf.export.formats import ExportOptions
+from painless_tf.export.measure import artifact_metrics
 from painless_tf.export.measure import format_report
+from painless_tf.export.measure import latencies
 from painless_tf.export.predictors import Predictor
 from painless_tf.export.predictors import load_predictor
 from painless_tf.export.reading import recorded_text_columns
@@ -157,8 +159,10 @@ __all__ = [
     "ExportError",
     "ExportOptions",
     "Predictor",
+    "artifact_metrics",
     "export_model",
     "format_report",
+    "latencies",
     "load_predictor",
     "recorded_text_columns",
 ]

@@ -118,7 +118,7 @@ def _measure(model_dir, staging, classifier, vocab, num_text_columns,
             del predictors["saved_model"]
     pool = test if test else representative
     if pool:
-        for name, timing in _latencies(predictors, pool, options).items():
+        for name, timing in latencies(predictors, pool, options).items():
             rows[name]["latency_ms_per_example"] = timing
 
     env = hardware.detect_environment(gpu_lister=lambda: [])
@@ -188,6 +188,16 @@ def _score(predictors, rows, test, same_tokens, task, label_names):
     return reference
 
 
+def artifact_metrics(predictor, examples, task, label_names):
+    """The task's headline metrics (`evaluation.headline`) of one loaded
+    artifact on labelled `examples` (labels as the run trained on them)."""
+    columns = examples.texts
+    pairs = columns[1] if len(columns) == 2 else None
+    scores = predictor(columns[0], pairs)[0]
+    _check_finite("artifact", scores)
+    return _task_metrics(task, examples.labels, scores, label_names)
+
+
 def _task_metrics(task, labels, scores, label_names):
     """The headline numbers of the task's test report (`evaluation`)."""
     if task.kind == "regression":
@@ -243,11 +253,19 @@ def _same_tokens(classifier, examples):
     return np.concatenate(same)
 
 
-def _latencies(predictors, pool, options):
-    """Per-example latency at batch 1 and at a batch, interleaved.
+def latencies(predictors, pool, options):
+    """Per-example latency (ms) at batch 1 and at a batch, interleaved:
+    `{name: {"batch_1": {"mean", "median", "p95", "calls"}, ...}}`.
 
     Each round times one call of every artifact in turn, so that load from
     other processes hits all artifacts alike.
+
+    Args:
+        predictors: dict of name -> `Predictor` (or any callable taking
+            `(texts, pairs)`).
+        pool: `data.Examples` whose texts are cycled through.
+        options: `ExportOptions` (its `latency_batch_size` and
+            `latency_calls`).
     """
     batch = options.latency_batch_size
     columns = pool.texts
@@ -272,6 +290,7 @@ def _latencies(predictors, pool, options):
         for name, values in samples.items():
             timings[name][key] = {
                 "mean": float(np.mean(values)),
+                "median": float(np.median(values)),
                 "p95": float(np.percentile(values, 95)),
                 "calls": len(values),
             }
