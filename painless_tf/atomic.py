@@ -90,8 +90,8 @@ def write_bytes(path, content):
     Examples:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "b.bin")
-    >>> write_bytes(path, b"\x00\x01"); open(path, "rb").read()
-    b'\x00\x01'
+    >>> write_bytes(path, b"ab"); open(path, "rb").read()
+    b'ab'
     """
     if not isinstance(content, bytes):
         raise TypeError(f"`content` must be bytes. Received: {type(content)}")

@@ -56,6 +56,7 @@ from painless_tf import faults
 from painless_tf import hardware
 from painless_tf import model_dir as model_dir_lib
 from painless_tf import models
+from painless_tf import pipeline
 from painless_tf import run
 from painless_tf.export import measure
 from painless_tf.export import reading
@@ -259,6 +260,8 @@ def compress(teacher_dir, model_dir, *, options=None, checkpoints=None,
             prepared = _train_student(config, environment, checkpoints)
             if prepared is None:
                 return None
+        # The exports and the Keras references compute in float32.
+        keras.config.set_dtype_policy("float32")
         splits = prepared.splits
         candidates = {TEACHER: copy, **{
             name: os.path.join(model_dir, name) for name in names.values()}}
@@ -307,6 +310,12 @@ def _train_student(config, environment, checkpoints):
             config, environment=environment,
             recorded=run.recorded_plan(config,
                                        overwrite=checkpoints.overwrite))
+        plan = prepared.plan
+        prepared = dataclasses.replace(prepared, plan=dataclasses.replace(
+            plan, reasons={**plan.reasons, "learning_rate": (
+                "the teacher's planned rate (--learning_rate in the "
+                "teacher's plan.json); an LR range test here would measure "
+                "the teacher, whose model the student is cut from")}))
         logits = _teacher_logits(prepared, owner)
         train = prepared.tokenized["train"]
         soft = dataclasses.replace(train, labels=distillation.soft_targets(
@@ -329,13 +338,14 @@ def _teacher_logits(prepared, owner):
         logits = np.load(path, allow_pickle=False)
         if logits.shape == shape and np.all(np.isfinite(logits)):
             return logits
-    keras.mixed_precision.set_global_policy("float32")
+    keras.config.set_dtype_policy("float32")
     teacher = models.load_classifier(
         prepared.model_path, num_classes=shape[1],
         sequence_length=prepared.plan.max_sequence_length)
     started = time.perf_counter()
-    logits = run.predict_logits(teacher, train, prepared.plan).astype(
-        "float32")
+    logits = pipeline.predict_logits(
+        teacher, train, global_batch_size=prepared.plan.global_batch_size,
+        buckets=prepared.plan.bucket_boundaries).astype("float32")
     logging.info("teacher logits on %d training rows (%.1f s)", shape[0],
                  time.perf_counter() - started)
     faults.maybe_kill("teacher_logits")

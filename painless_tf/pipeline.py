@@ -630,3 +630,21 @@ def _batch_builder(tokenized, batch_size):
         return x, y, sample_weight
 
     return build
+
+
+def predict_logits(model, tokenized, *, global_batch_size, buckets=None):
+    """The raw outputs of `model` on `tokenized` (`TokenizedExamples`), in
+    its order, batched as evaluation is (`plan_batches(training=False)`);
+    on this process alone (no collectives), without dropout."""
+    batch_plan = plan_batches(
+        tokenized.lengths, global_batch_size=global_batch_size,
+        buckets=buckets, training=False)
+    dataset = make_dataset(
+        tokenized, global_batch_size=global_batch_size, buckets=buckets,
+        training=False)
+    # One trace for every bucket's shape: without XLA there may be many.
+    forward = tf.function(
+        lambda x: model(x, training=False), reduce_retracing=True,
+        autograph=False)
+    logits = [forward(x).numpy() for x, _, _ in dataset]
+    return restore_order(logits, batch_plan)

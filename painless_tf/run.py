@@ -353,33 +353,12 @@ def predict_ids(trainer, prepared, split):
     Runs on this process alone (no collectives), so every worker of a
     multi-worker run can call it.
     """
-    logits = predict_logits(trainer, prepared.tokenized[split], prepared.plan)
-    return heads.scores(prepared.plan.task, logits)
-
-
-def predict_logits(model, tokenized, plan):
-    """The raw outputs of `model` on `tokenized` (a
-    `pipeline.TokenizedExamples`), in its order, batched as `plan` batches
-    evaluation; on this process alone, without dropout."""
-    batch_plan = pipeline.plan_batches(
-        tokenized.lengths,
+    plan = prepared.plan
+    logits = pipeline.predict_logits(
+        trainer, prepared.tokenized[split],
         global_batch_size=plan.global_batch_size,
-        buckets=plan.bucket_boundaries,
-        training=False,
-    )
-    dataset = pipeline.make_dataset(
-        tokenized,
-        global_batch_size=plan.global_batch_size,
-        buckets=plan.bucket_boundaries,
-        training=False,
-    )
-    # One trace for every bucket's shape: without XLA there may be many.
-    forward = tf.function(
-        lambda x: model(x, training=False), reduce_retracing=True,
-        autograph=False,
-    )
-    logits = [forward(x).numpy() for x, _, _ in dataset]
-    return pipeline.restore_order(logits, batch_plan)
+        buckets=plan.bucket_boundaries)
+    return heads.scores(plan.task, logits)
 
 
 def run_record(config):

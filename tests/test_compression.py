@@ -275,3 +275,25 @@ def test_a_student_validates_on_class_ids_and_trains_on_soft_rows():
     assert distillation.layers_name("1,3") == "student-1_3"
     with pytest.raises(ValueError, match="--student_layers"):
         distillation.parse_layers("1;3")
+
+
+def test_an_export_loads_the_model_in_float32_after_mixed_training(tmp_path):
+    # apps.compress trains students under the plan's mixed_bfloat16 policy,
+    # then exports in the same process: TFLite has no kernels for the casts.
+    import keras
+
+    from painless_tf import data
+    from painless_tf.export import reading
+
+    folder = tmp_path / "run"
+    tiny.write_preset(folder / "model")
+    data.LabelVocab(["neg", "pos"]).to_json(str(folder / "labels.json"))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        classifier, _ = reading._load_model_dir(str(folder))
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy("float32")
+    policies = {layer.dtype_policy.name
+                for layer in classifier._flatten_layers()}
+    assert not any("16" in name for name in policies), policies

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APPS = ("finetune", "evaluate", "predict", "export", "tune", "launch_local")
+APPS = ("finetune", "evaluate", "predict", "export", "tune", "launch_local",
+        "compress")
 # Flags of other programs that a message names on purpose.
 OTHER_PROGRAMS = {
     # TensorFlow's own cluster flags, which the local launcher refuses.

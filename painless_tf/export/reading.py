@@ -11,6 +11,8 @@ import json
 import os
 import warnings
 
+import keras
+
 from painless_tf import data as data_lib
 from painless_tf import models
 from painless_tf import truncation as truncation_lib
@@ -47,7 +49,16 @@ def _load_model_dir(model_dir, quantize=None):
         )
         models.check_trained_head(
             preset, len(vocab), os.path.join(model_dir, "labels.json"))
-        classifier = models.load_classifier(preset, num_classes=len(vocab))
+        # Float32 whatever the process's global policy (a training run in
+        # the same process may have set mixed_bfloat16): the artifacts
+        # compute in float32, and TFLite has no kernels for the casts.
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float32")
+        try:
+            classifier = models.load_classifier(preset,
+                                                num_classes=len(vocab))
+        finally:
+            keras.config.set_dtype_policy(policy)
     except (data_lib.DataError, models.ModelError) as e:
         raise ExportError(str(e)) from None
     if classifier.preprocessor is None:
