@@ -42,6 +42,10 @@ _ACCURACY_BUDGET = flags.DEFINE_float(
 _FORMATS = flags.DEFINE_list(
     "formats", list(compression.DEFAULT_FORMATS),
     "Export formats of every candidate (see apps/export.py --formats).")
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", None,
+    "Passes of each student over the training texts (unset: the "
+    "teacher's).", lower_bound=1)
 _LATENCY_CALLS = flags.DEFINE_integer(
     "latency_calls", 40,
     "Timed calls per artifact at batch size 1 (a quarter of that batched).",
@@ -59,6 +63,7 @@ def main(argv):
         accuracy_budget=_ACCURACY_BUDGET.value / 100.0,
         formats=tuple(_FORMATS.value),
         latency_calls=_LATENCY_CALLS.value,
+        epochs=_EPOCHS.value,
     )
     report = compression.compress(
         _TEACHER_DIR.value, _MODEL_DIR.value, options=options,

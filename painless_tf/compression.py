@@ -86,6 +86,7 @@ class CompressOptions:
         formats: tuple of str. Export formats of every candidate.
         latency_calls: int. Timed calls per artifact at batch 1.
         latency_batch_size: int. The batched latency's batch.
+        epochs: int or None. The students' epochs; None: the teacher's.
     """
 
     students: tuple = (distillation.EVERY_OTHER,)
@@ -95,8 +96,13 @@ class CompressOptions:
     formats: tuple = DEFAULT_FORMATS
     latency_calls: int = 40
     latency_batch_size: int = 32
+    epochs: int | None = None
 
     def __post_init__(self):
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(
+                f"--epochs={self.epochs} must be >= 1, or unset for the "
+                "teacher's.")
         if not self.students:
             raise ValueError(
                 "--student_layers names no student. Pass e.g. "
@@ -156,6 +162,7 @@ def student_config(teacher, layers, options, *, model_dir, model,
     test: it would measure the teacher)."""
     return dataclasses.replace(
         teacher, model=model, model_dir=model_dir,
+        epochs=options.epochs or teacher.epochs,
         student_layers=str(layers), distill_temperature=options.temperature,
         distill_alpha=options.alpha, learning_rate=learning_rate,
         lr_range_test_steps=0)
