@@ -213,8 +213,9 @@ def _decide_layer_decay(layer_decay):
     if layer_decay == AUTO:
         return 1.0, ("one rate for every layer: layer-wise decay 0.9 lost "
                      "0.84 points of test accuracy on Rotten Tomatoes (3 "
-                     "seeds on a 2-core AMD EPYC, 2026-12-03, "
-                     "docs/benchmarks.md; not measured on this data); "
+                     "seeds on a 2-core AMD EPYC with avx512_bf16, "
+                     "2026-12-03, docs/benchmarks.md; not measured on this "
+                     "machine or data); "
                      "--layer_decay=0.9 turns it on")
     value = (_parse_float(layer_decay) if isinstance(layer_decay, str)
              else layer_decay)
@@ -242,8 +243,9 @@ def _decide_weight_averaging(weight_averaging):
     if weight_averaging == AUTO:
         return "none", ("the best checkpoint alone: no soup of the best "
                         "checkpoints beat it on Rotten Tomatoes (3 seeds on "
-                        "a 2-core AMD EPYC, 2026-12-03, docs/benchmarks.md; "
-                        "not measured on this data); "
+                        "a 2-core AMD EPYC with avx512_bf16, 2026-12-03, "
+                        "docs/benchmarks.md; not measured on this machine or "
+                        "data); "
                         "--weight_averaging=soup turns it on")
     _check_flag_choice("weight_averaging", weight_averaging,
                        WEIGHT_AVERAGING)
