@@ -18,6 +18,7 @@ import pytest
 
 from bench import gpu_check
 from bench import peer_env
+from bench import suite_time
 from bench import suites
 from bench import tables
 from bench import workloads
@@ -397,7 +398,30 @@ def test_peer_rows_are_the_splits_rows(tmp_path):
 
 
 @pytest.mark.parametrize("module", [suites, tables, workloads, gpu_check,
-                                    peer_env])
+                                    peer_env, suite_time])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_suite_time_sums_each_file_and_lists_the_slowest(tmp_path):
+    xml = tmp_path / "suite.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_a" name="test_one" time="2.0"/>'
+        '<testcase classname="tests.test_a" name="test_two[x]" time="1.0"/>'
+        '<testcase classname="tests.test_b" name="test_three" time="6.0"/>'
+        '</testsuite></testsuites>')
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.suite_time", str(xml), "--slowest=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "3 tests, 9 worker-seconds"
+    assert "| test_b | 1 | 6.0 | 66.7% |" in lines
+    assert "| test_a | 2 | 3.0 | 33.3% |" in lines
+    assert lines.index("| test_b | 1 | 6.0 | 66.7% |") < lines.index(
+        "| test_a | 2 | 3.0 | 33.3% |")
+    slowest = lines[lines.index("| slowest test | seconds |") + 2:]
+    assert slowest == ["| test_b::test_three | 6.0 |",
+                       "| test_a::test_one | 2.0 |"]
