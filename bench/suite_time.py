@@ -78,7 +78,13 @@ def main(argv):
     if len(argv) != 2:
         raise app.UsageError("Pass one JUnit XML file: "
                              "python -m bench.suite_time /tmp/suite.xml")
-    print(markdown(read(argv[1]), _SLOWEST.value))
+    try:
+        cases = read(argv[1])
+    except (OSError, ElementTree.ParseError) as e:
+        print(f"{argv[1]}: not a readable JUnit XML file ({e}). Write one "
+              "with pytest --junitxml=FILE.", file=sys.stderr)
+        return 1
+    print(markdown(cases, _SLOWEST.value))
     return 0
 
 

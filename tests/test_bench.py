@@ -425,3 +425,17 @@ def test_suite_time_sums_each_file_and_lists_the_slowest(tmp_path):
     slowest = lines[lines.index("| slowest test | seconds |") + 2:]
     assert slowest == ["| test_b::test_three | 6.0 |",
                        "| test_a::test_one | 2.0 |"]
+
+
+def test_suite_time_names_a_file_it_cannot_read(tmp_path):
+    for name, text in (("missing.xml", None), ("broken.xml", "<testsuites")):
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.suite_time", str(path)],
+            cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{path}: "), lines
+        assert "--junitxml" in lines[0]
