@@ -19,9 +19,13 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(PY) -m apps.finetune --model_dir=runs/demo
 
-# The whole test suite (CI runs exactly this).
+# The whole test suite (CI runs exactly this). One worker more than the
+# cores: a test waits on subprocesses, files and fsync part of the time, and
+# on 2 cores the suite took 1940 s with 3 workers against 2326 s with 2
+# (docs/benchmarks.md, "The test suite's time").
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: venv
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # The plan, TPU and notebook tests (the notebook's: the finetune and export
 # apps on the tiny model) and the engine's exactness cases again under the

@@ -158,11 +158,11 @@ def test_gpu_check_dry_run_writes_one_complete_json(tmp_path):
     assert search["global_batch_size"] == 64
     assert search["micro_batch_size"] * search["accumulation_steps"] == 64
 
+    # The dry run benchmarks the plan's config only (the GPU run adds the
+    # two keras-hub configs; the quick suite runs them on the CPU).
     results = report["bench"]["sections"]["cpu"]["results"]
-    assert set(results) == {
-        "keras_hub_default", "keras_hub_hand_picked", "painless"}
-    for name, result in results.items():
-        _assert_measured(name, result)
+    assert set(results) == {"painless"}
+    _assert_measured("painless", results["painless"])
 
 
 def test_step_clock_counts_updates_and_stops_at_the_target():
