@@ -401,17 +401,9 @@ class Trainer(keras.Model):
         # Python loop), and converting the model's code cost seconds of
         # every trace (autograph's AST passes were about 10 of the 96
         # profiled seconds of a tiny model's run, 2026-12-02).
-        # With k > 1 micro-batches the update calls the micro-step k times;
-        # kept as one function called k times instead of k inlined copies,
-        # its graph is optimized and instantiated once: the first update of
-        # a tiny BERT at k=4 took 5.9 s instead of 8.6-9.2 s (2026-12-03,
-        # 2-core EPYC). The calls run in order either way (each updates the
-        # accumulators).
         self._compiled_micro_step = tf.function(
             self._micro_step, jit_compile=self.xla, reduce_retracing=True,
             autograph=False,
-            experimental_attributes=(
-                {"_noinline": True} if self.accumulation_steps > 1 else None),
         )
         apply_update = (
             tf.function(self._apply_update, jit_compile=True,
