@@ -20,9 +20,8 @@ demo: venv
 	$(PY) -m apps.finetune --model_dir=runs/demo
 
 # The whole test suite (CI runs exactly this). One worker more than the
-# cores: a test waits on subprocesses, files and fsync part of the time, and
-# on 2 cores the suite took 1940 s with 3 workers against 2326 s with 2
-# (docs/benchmarks.md, "The test suite's time").
+# cores: with one per core the cores were about 80% busy (docs/benchmarks.md,
+# "The test suite's time").
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15

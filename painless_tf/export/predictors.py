@@ -259,9 +259,9 @@ def _keras_predictor(classifier, vocab, *, path, num_text_columns,
     model_inputs = set(classifier.backbone.input.keys())
 
     # One trace for every batch size (a first call at one size and a
-    # second at another would trace the tokenizer and model twice: 3 s
-    # each for a tiny RoBERTa); no AutoGraph: nothing here branches on
-    # tensors (as in ExportArchive).
+    # second at another would trace the tokenizer and model twice: about
+    # 3 s each for the tests' tiny RoBERTa, docs/benchmarks.md); no
+    # AutoGraph: nothing here branches on tensors (as in ExportArchive).
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string)] * num_text_columns,
         autograph=False)
