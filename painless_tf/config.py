@@ -132,10 +132,11 @@ class RunConfig:
         "(auto: 1, one rate; 0.9 is AutoGluon's).")
     weight_averaging: str = _field(
         AUTO, "plan", "enum",
-        "What the end of training keeps: none (the best checkpoint) or soup "
+        "What the end of training keeps: none (the best checkpoint), soup "
         "(a greedy soup of the 3 best checkpoints where it validates "
-        "better; auto: none).",
-        choices=[AUTO, "none", "soup"])
+        "better) or ema (a moving average of the weights where it "
+        "validates better; auto: none).",
+        choices=[AUTO, "none", "soup", "ema"])
     dropout: float | None = _field(
         None, "plan", "float",
         "Dropout before the classifier head (default: the preset's, 0.1 "

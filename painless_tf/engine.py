@@ -32,6 +32,8 @@ differentiation, so loss scaling and float16 see gradients of a per-example
 mean's magnitude, not of a sum; the constant is multiplied back at the update.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -106,10 +108,18 @@ class Trainer(keras.Model):
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """`keras.Model.fit`; a `tf.data.Dataset` of raw strings first goes
-        through the keras-hub model's preprocessor, as `Task.fit` does."""
-        return super().fit(
-            self._preprocessed(x), y, *args,
-            validation_data=self._preprocessed(validation_data), **kwargs)
+        through the keras-hub model's preprocessor, as `Task.fit` does.
+
+        An optimizer's moving average of the weights (`use_ema`) stays in
+        the optimizer: Keras 3.15.1's `fit` ends by writing it into the
+        weights (`finalize_variable_values`), so training in several `fit`
+        calls (an epoch per call, a resumed run) would differ from one
+        call. `ema.keep_better` puts it in at the end of a run.
+        """
+        with _average_kept_in(self.optimizer):
+            return super().fit(
+                self._preprocessed(x), y, *args,
+                validation_data=self._preprocessed(validation_data), **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.evaluate`, preprocessing raw strings like `fit`."""
@@ -496,6 +506,21 @@ class Trainer(keras.Model):
             config["model"]
         )
         return cls(**config)
+
+
+@contextlib.contextmanager
+def _average_kept_in(optimizer):
+    """Within, `optimizer.finalize_variable_values` leaves the weights as
+    they are (see `Trainer.fit`)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not getattr(inner, "use_ema", False):
+        yield
+        return
+    optimizer.finalize_variable_values = lambda var_list: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values
 
 
 def _iterator_or_batches(on_iterator, on_data):

@@ -12,7 +12,9 @@ dictionary lookup:
   place), `validation` (during a validation: at an epoch end, or within
   an epoch with `--eval_every_updates`), `soup` (with
   `--weight_averaging=soup`, before each validation of the soup: the best
-  checkpoint's, then each average's), `model_save`
+  checkpoint's, then each average's), `ema` (with
+  `--weight_averaging=ema`, the moving average put in the weights, not
+  yet validated), `model_save`
   (the final model written to its staging folder, not yet renamed),
   `teacher_logits` (apps/compress.py: a student's soft labels computed,
   not yet written).

@@ -411,6 +411,7 @@ def make_optimizer(
     momentum=None,
     nesterov=False,
     rate_multipliers=None,
+    ema_momentum=None,
 ):
     """Creates a Keras optimizer with the schedule, decay and clipping.
 
@@ -442,6 +443,9 @@ def make_optimizer(
             learning rate and weight decay per variable
             (`layer_decay.multipliers`); None or {} leaves every rate as
             it is.
+        ema_momentum: float or None. Keep an exponential moving average of
+            the weights with this momentum (Keras' `use_ema`, see
+            `painless_tf.ema`); None keeps none.
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -496,6 +500,8 @@ def make_optimizer(
         weight_decay=weight_decay or None,
         global_clipnorm=clip_norm or None,
     )
+    if ema_momentum is not None:
+        common.update(use_ema=True, ema_momentum=float(ema_momentum))
     classes = {
         "adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,

@@ -25,6 +25,7 @@ import os
 import keras
 
 from painless_tf import checkpointing
+from painless_tf import ema as ema_lib
 from painless_tf import faults
 from painless_tf import soup as soup_lib
 
@@ -178,13 +179,17 @@ class SelectionCallback(keras.callbacks.Callback):
         signature: dict. The run signature, for the best checkpoint.
         soup: bool. At the end, a greedy soup of the best checkpoints
             replaces the best one where it validates better (`soup`).
+        ema: bool. At the end, the optimizer's moving average of the
+            weights replaces the best checkpoint where it validates better
+            (`ema`).
     """
 
     def __init__(self, criterion, *, validation_data, steps_per_epoch,
                  eval_every_updates=0, best=None, saver=None, nan_guard=None,
-                 signature=None, soup=False):
+                 signature=None, soup=False, ema=False):
         super().__init__()
         self.soup = bool(soup)
+        self.ema = bool(ema)
         self.criterion = criterion
         self.validation_data = validation_data
         self.steps_per_epoch = int(steps_per_epoch)
@@ -282,9 +287,9 @@ class SelectionCallback(keras.callbacks.Callback):
         """Restores the best weights `position`'s record names (before the
         final evaluation and save) and returns the metrics.json entries.
 
-        With the soup on, `trainer` (the run's `engine.Trainer`; a run
-        resumed after its last update never set this callback's model)
-        validates the averages."""
+        With the soup or the moving average on, `trainer` (the run's
+        `engine.Trainer`; a run resumed after its last update never set
+        this callback's model) validates the averages."""
         record = restore_best(self.best, position)
         kept = summary(self.criterion, record)
         line = kept_line(kept)
@@ -303,6 +308,15 @@ class SelectionCallback(keras.callbacks.Callback):
                 print(f"weight averaging: {cooked['soup_reason']}",
                       flush=True)
             kept.update(cooked)
+        if self.ema and record.best_update is not None:
+            monitor = self.criterion.monitor
+            trainer = trainer or self.model
+            averaged = ema_lib.keep_better(
+                trainer, self.criterion, record.best_value,
+                lambda: evaluate_keeping_metrics(
+                    trainer, self.validation_data)[monitor])
+            print(f"weight averaging: {averaged['ema_reason']}", flush=True)
+            kept.update(averaged)
         return kept
 
 
@@ -319,7 +333,8 @@ def keeper(trainer, plan, checkpoint_dir, *, saver, validation):
         steps_per_epoch=plan.steps_per_epoch,
         eval_every_updates=plan.eval_every_updates, best=best, saver=saver,
         nan_guard=saver.nan_guard, signature=saver.signature,
-        soup=getattr(plan, "weight_averaging", "none") == "soup")
+        soup=getattr(plan, "weight_averaging", "none") == "soup",
+        ema=getattr(plan, "weight_averaging", "none") == "ema")
 
 
 def restore_best(manager, position):

@@ -10,6 +10,7 @@ update.
     trainer = trainers.for_plan(classifier, plan, learning_rate=schedule)
 """
 
+from painless_tf import ema
 from painless_tf import engine
 from painless_tf import heads
 from painless_tf import layer_decay as layer_decay_lib
@@ -32,6 +33,7 @@ def make_trainer(
     task="classification",
     layer_decay=1.0,
     loss=None,
+    ema_momentum=None,
 ):
     """A compiled `engine.Trainer` around `model`.
 
@@ -58,6 +60,8 @@ def make_trainer(
             (`layer_decay.multipliers`); 1 or None: one rate for all.
         loss: per-example loss or None. None takes the task's; a student
             passes `distillation.distillation_loss(...)`.
+        ema_momentum: float or None. A moving average of the weights
+            (`painless_tf.ema`); None keeps none.
 
     Returns:
         The compiled `engine.Trainer`.
@@ -87,6 +91,7 @@ def make_trainer(
             rate_multipliers=(
                 layer_decay_lib.multipliers(model, layer_decay)
                 if layer_decay not in (None, 1, 1.0) else None),
+            ema_momentum=ema_momentum,
         ),
         loss=loss or heads.loss_for(task),
         weighted_metrics=list(metrics) if metrics else None,
@@ -97,8 +102,8 @@ def make_trainer(
 def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
              metrics=None, loss=None):
     """`make_trainer` with the plan's update: its task's loss, optimizer,
-    decay, layer-wise rates, clipping, momentum, accumulation, XLA and
-    fused update.
+    decay, layer-wise rates, clipping, momentum, accumulation, XLA, fused
+    update and moving average of the weights.
 
     Args:
         model: keras.Model. The classifier.
@@ -126,4 +131,7 @@ def for_plan(model, plan, *, learning_rate, accumulation_steps=None,
         task=plan.task,
         layer_decay=plan.layer_decay,
         loss=loss,
+        ema_momentum=(ema.momentum_for(plan.total_updates)
+                      if getattr(plan, "weight_averaging", "none") == "ema"
+                      else None),
     )

@@ -357,6 +357,36 @@ def test_a_run_killed_while_its_soup_cooks_makes_the_same_soup(setup,
     assert diff <= 1e-6, diff
 
 
+@pytest.mark.slow
+def test_a_killed_run_with_a_moving_average_ends_like_an_uninterrupted_one(
+        setup, tmp_path):
+    # --weight_averaging=ema: killed after its third update, then again
+    # with the average put in the weights but not yet validated; the
+    # re-runs end with the same average, choice and weights.
+    _, preset, train, _ = setup
+    args = setup_args(preset, train) + ["--weight_averaging=ema"]
+    reference = str(tmp_path / "reference")
+    result = finetune(args, reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "weight averaging: the moving average" in result.stdout
+    want = metrics(reference)
+    model_dir = str(tmp_path / "run")
+    for kill in ("batch_end:3", "ema:1"):
+        killed = finetune(args, model_dir, env={"PAINLESS_TF_KILL_AT": kill})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert not os.path.exists(os.path.join(model_dir, "model"))
+    resumed = finetune(args, model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = metrics(model_dir)
+    for key in ("ema_momentum", "ema_value", "ema_kept", "best_update",
+                "best_value", "validation_accuracy", "test_accuracy",
+                "optimizer_updates"):
+        assert got[key] == want[key], key
+    diff = max(float(np.max(np.abs(a - b)))
+               for a, b in zip(weights(model_dir), weights(reference)))
+    assert diff <= 1e-6, diff
+
+
 # Library-level checks of the restore and the signature (no subprocess).
 
 

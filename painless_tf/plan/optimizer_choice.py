@@ -11,6 +11,7 @@ import math
 
 from absl import logging
 
+from painless_tf import ema
 from painless_tf import freezing
 from painless_tf.optimization import DEFAULTS as OPTIMIZER_DEFAULTS
 from painless_tf.optimization import OPTIMIZERS
@@ -232,12 +233,14 @@ def _decide_layer_decay(layer_decay):
                    "schedule's")
 
 
-# What the end of training keeps: the best checkpoint, or a greedy soup of
-# the best checkpoints where it validates better (`painless_tf.soup`).
-WEIGHT_AVERAGING = ("none", "soup")
+# What the end of training keeps: the best checkpoint, a greedy soup of
+# the best checkpoints where it validates better (`painless_tf.soup`), or
+# the moving average of the weights where it validates better
+# (`painless_tf.ema`).
+WEIGHT_AVERAGING = ("none", "soup", "ema")
 
 
-def _decide_weight_averaging(weight_averaging):
+def _decide_weight_averaging(weight_averaging, total_updates=None):
     """(choice, reason). "auto" keeps the best checkpoint alone: in the
     accuracy suite (`bench/accuracy.py`) no soup beat it."""
     if weight_averaging == AUTO:
@@ -246,10 +249,17 @@ def _decide_weight_averaging(weight_averaging):
                         "a 2-core AMD EPYC with avx512_bf16, 2026-12-03, "
                         "docs/benchmarks.md; not measured on this machine or "
                         "data); "
-                        "--weight_averaging=soup turns it on")
+                        "--weight_averaging=soup or ema turns one on")
     _check_flag_choice("weight_averaging", weight_averaging,
                        WEIGHT_AVERAGING)
     if weight_averaging == "soup":
         return "soup", ("set by user: a greedy soup of the 3 best "
                         "checkpoints, kept where it validates better")
+    if weight_averaging == "ema":
+        momentum = ema.momentum_for(total_updates or 1)
+        return "ema", ("set by user: a moving average of the weights, "
+                       f"momentum {momentum:g} (a horizon of "
+                       f"{ema.HORIZON_SHARE:g} of the {total_updates} "
+                       "updates), kept where it validates better than the "
+                       "best checkpoint")
     return "none", "set by user: the best checkpoint alone"

@@ -160,8 +160,9 @@ def make_plan(
         layer_decay: float | "auto". Layer-wise learning-rate decay in
             (0, 1]; "auto" is 1 (one rate for every layer, see
             `optimizer_choice._decide_layer_decay`).
-        weight_averaging: str. "auto" ("none"), "none" or "soup": what the
-            end of training keeps (`painless_tf.soup`).
+        weight_averaging: str. "auto" ("none"), "none", "soup" or "ema":
+            what the end of training keeps (`painless_tf.soup`,
+            `painless_tf.ema`).
         clip_norm: float. Global gradient-norm clipping threshold.
         optimizer: str. "auto" (AdamW) or one of `optimization.OPTIMIZERS`.
             From a global batch of 8192 on, AdamW's reason suggests LAMB.
@@ -369,7 +370,7 @@ def make_plan(
     )
     layer_decay, reasons["layer_decay"] = _decide_layer_decay(layer_decay)
     weight_averaging, reasons["weight_averaging"] = _decide_weight_averaging(
-        weight_averaging)
+        weight_averaging, total_updates)
     if not clip_norm > 0:
         raise PlanError(
             f"`clip_norm` must be > 0. Received: clip_norm={clip_norm!r}. "

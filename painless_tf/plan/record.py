@@ -116,9 +116,10 @@ class Plan:
         layer_decay: float in (0, 1]. Each encoder layer's learning rate
             is this times the rate of the layer above (the head's is the
             schedule's); 1: one rate for every layer (`layer_decay`).
-        weight_averaging: str. "none" (the best checkpoint) or "soup" (a
+        weight_averaging: str. "none" (the best checkpoint), "soup" (a
             greedy soup of the best checkpoints where it validates better,
-            `painless_tf.soup`).
+            `painless_tf.soup`) or "ema" (the moving average of the
+            weights where it validates better, `painless_tf.ema`).
         fused_update: bool. Whether the optimizer update is one
             XLA-compiled function (one device only; `engine.Trainer`).
         class_weights: tuple[float, ...] | None. The training loss weight
