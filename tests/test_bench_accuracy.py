@@ -142,16 +142,18 @@ def test_targets_not_met_and_lower_rmse_is_better():
     assert found[3]["detail"] == "votes RMSE 23.1667 vs 25.0000"
 
 
-def test_variants_all_combines_every_addition():
+def test_variants_all_combines_every_addition_but_the_other_averaging():
     assert accuracy.VARIANTS["recipe"] == []
     assert accuracy.VARIANTS["layer_decay"] == ["--layer_decay=0.9"]
+    # ema is the other value of --weight_averaging than soup: it runs alone.
+    assert accuracy.VARIANTS["ema"] == ["--weight_averaging=ema"]
     additions = [f for name, fl in accuracy.VARIANTS.items()
-                 if name != "all" for f in fl]
+                 if name not in ("all", "ema") for f in fl]
     assert accuracy.VARIANTS["all"] == additions
     assert accuracy.VARIANTS["all"] == [
         "--layer_decay=0.9", "--weight_averaging=soup", "--min_updates=300"]
-    assert not accuracy._duplicate("all")
-    assert not accuracy._duplicate("layer_decay")
+    for name in ("all", "layer_decay", "ema"):
+        assert not accuracy._duplicate(name)
 
 
 def test_command_has_only_the_data_seed_variant_and_extra_flags(tmp_path):
