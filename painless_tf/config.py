@@ -247,8 +247,9 @@ class RunConfig:
         if self.lr_range_test_steps and self.lr_range_test_steps < 3:
             raise ValueError(
                 f"--lr_range_test_steps={self.lr_range_test_steps} is too "
-                "few to read a curve. Pass 3 or more (24 by default), or 0 "
-                "for the recipe's rate."
+                "few to read a curve. Pass 3 or more "
+                f"({DEFAULT_RANGE_TEST_STEPS} by default), or 0 for the "
+                "recipe's rate."
             )
         if self.tfds and self.train_data:
             raise ValueError(

@@ -33,6 +33,7 @@ from painless_tf import freezing
 from painless_tf import hardware
 from painless_tf import heads
 from painless_tf import imbalance
+from painless_tf import lr_curve
 from painless_tf import lr_finder
 from painless_tf import memory
 from painless_tf import model_dir as model_dir_lib
@@ -581,8 +582,8 @@ def _fit_and_save(prepared, *, strategy, clock, callbacks, verbose,
         plan.to_json(owner.claim(model_dir_lib.PLAN))
         prepared.splits.vocab.to_json(owner.claim(model_dir_lib.LABELS))
         if plan.lr_range_test:
-            lr_finder.plot(
-                lr_finder.RangeTestResult.from_dict(plan.lr_range_test),
+            lr_curve.plot(
+                lr_curve.RangeTestResult.from_dict(plan.lr_range_test),
                 owner.claim(model_dir_lib.LR_PLOT),
             )
 

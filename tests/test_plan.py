@@ -1079,7 +1079,7 @@ def test_plans_written_before_the_later_fields_still_load(tmp_path):
 @pytest.mark.parametrize("examples,probed", [(160, False), (1600, True)])
 def test_a_run_too_short_to_pay_for_the_lr_range_test_keeps_the_recipe_rate(
         examples, probed):
-    # 160 examples x 3 epochs at 32 = 15 updates: a range test of 24 would
+    # 160 examples x 3 epochs at 32 = 15 updates: a range test of 32 would
     # cost more than the training; 1,600 make 150.
     calls = []
 
@@ -1091,7 +1091,7 @@ def test_a_run_too_short_to_pay_for_the_lr_range_test_keeps_the_recipe_rate(
 
     plan = make_plan(environment=_cpu(), num_train_examples=examples,
                      learning_rate_probe=probe,
-                     learning_rate_probe_updates=24)
+                     learning_rate_probe_updates=32)
     assert bool(calls) == probed
     if probed:
         assert plan.learning_rate == 5e-5 and plan.lr_range_test
@@ -1101,8 +1101,8 @@ def test_a_run_too_short_to_pay_for_the_lr_range_test_keeps_the_recipe_rate(
         recipe = make_plan(environment=_cpu(), num_train_examples=examples)
         assert plan.learning_rate == recipe.learning_rate
         reason = plan.reasons["learning_rate"]
-        assert "no LR range test: its 24 updates would be more than 1/2 " \
-               "of this run's 15 (it runs for runs of 48 updates or more)" \
+        assert "no LR range test: its 32 updates would be more than 1/2 " \
+               "of this run's 15 (it runs for runs of 64 updates or more)" \
                in reason, reason
 
 

@@ -56,7 +56,7 @@ class LearningRateProbe(Protocol):
 
     Called once, with the plan decided but for the rate; returns an object
     with `learning_rate`, `reason` and `to_dict()`
-    (`lr_finder.RangeTestResult`).
+    (`lr_curve.RangeTestResult`).
 
     Examples:
     >>> import types
@@ -463,7 +463,7 @@ def make_plan(
 
 # The LR range test runs only when its updates are at most 1/RANGE_TEST_SHARE
 # of the run's: on a small set (189 speeches of 512 tokens: 15 updates) its
-# 24 updates took longer than the whole training.
+# 24 updates (32 since the probe) took longer than the whole training.
 RANGE_TEST_SHARE = 2
 
 

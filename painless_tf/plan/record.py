@@ -135,7 +135,7 @@ class Plan:
         task: str. "classification", "multi_label" or "regression"
             (`data.tasks.detect_task`): the head's loss and metrics.
         lr_range_test: Mapping. The LR range test behind an automatic
-            learning rate (`lr_finder.RangeTestResult.to_dict()`); empty
+            learning rate (`lr_curve.RangeTestResult.to_dict()`); empty
             when the rate was not searched.
         reasons: Mapping[str, str]. One line of why per decision, keyed by
             field name.
