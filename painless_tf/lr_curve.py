@@ -21,9 +21,10 @@ loss). On the three seeds measured, edge/10 read 1.0e-4 each time (after
 the clamp), min/10 on the training loss 1.0e-4, 2.2e-5 and 1.0e-4.
 
 Smoothing. A centered moving average of `smoothing_window` updates. The
-exponential average of fastai lags by beta / (1 - beta) updates, which on a
-24-update sweep (the rate grows 1.35x per update) moves the minimum by a
-factor of ~15 at beta 0.9; a centered window has no lag.
+exponential average of fastai lags by beta / (1 - beta) updates, which on
+the default sweep (32 updates from 1e-6 to 1e-2: the rate grows 1.35x per
+update) moves the minimum by a factor of ~15 at beta 0.9; a centered
+window has no lag.
 
 No signal. For min/10 and steepest: when the smoothed loss never falls
 `min_drop` (2%) below its start, the curve says nothing about the rate (a
