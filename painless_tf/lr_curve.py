@@ -168,6 +168,23 @@ def diverged(losses, *, factor: float, window: int) -> bool:
     return len(medians) > 1 and medians[-1] > factor * min(medians[:-1])
 
 
+def past_the_edge(probe_losses, *, edge_rise: float) -> bool:
+    """Whether the last probe loss ends the sweep: it is not finite, or it
+    climbed `edge_rise` above the lowest probe loss before it (edge/10's
+    edge, which `choose_learning_rate` reads).
+
+    Examples:
+    >>> past_the_edge([0.70, 0.60, 0.70], edge_rise=0.25)
+    False
+    >>> past_the_edge([0.70, 0.60, 0.76], edge_rise=0.25)
+    True
+    """
+    last = probe_losses[-1]
+    before = probe_losses[:-1]
+    return not math.isfinite(last) or (
+        len(before) > 0 and last > (1 + edge_rise) * min(before))
+
+
 def check_reading(rule, smoothing_window, edge_rise) -> None:
     """Raises `ValueError` unless the three settings can read a curve.
 

@@ -307,8 +307,7 @@ def range_test(
             losses.append(_tracked_loss(trainer))
             if probe:
                 probed.append(_probe_loss(trainer, probe))
-                if not math.isfinite(probed[-1]) or probed[-1] > (
-                        1 + options.edge_rise) * min(probed):
+                if lr_curve.past_the_edge(probed, edge_rise=options.edge_rise):
                     break
             if lr_curve.diverged(losses, factor=options.divergence_factor,
                         window=options.smoothing_window):

@@ -307,9 +307,10 @@ def test_range_test_restores_weights_and_dropout_state():
         np.testing.assert_array_equal(value, variable.numpy())
 
 
-def test_range_test_stops_when_the_loss_diverges():
-    # A small dense model: any Keras model takes the sweep, and this one
-    # traces in a fraction of the time of a BERT.
+def _dense_model_and_batches():
+    """20 copies of one batch of 16 and a small dense classifier: any Keras
+    model takes the sweep, and this one traces in a fraction of the time of
+    a BERT."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
@@ -318,6 +319,11 @@ def test_range_test_stops_when_the_loss_diverges():
         keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
         keras.layers.Dense(2),
     ])
+    return batches, model
+
+
+def test_range_test_stops_when_the_loss_diverges():
+    batches, model = _dense_model_and_batches()
     options = lr_finder.RangeTestOptions(
         num_steps=20, min_learning_rate=1e-2, max_learning_rate=1e5
     )
@@ -332,14 +338,7 @@ def test_range_test_stops_when_the_loss_diverges():
 
 
 def test_range_test_ends_where_the_probe_climbs():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(16, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    batches = [(x, y, np.ones((16,), "float32"))] * 20
-    model = keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(2),
-    ])
+    batches, model = _dense_model_and_batches()
     before = [np.array(v.numpy()) for v in model.variables]
     options = lr_finder.RangeTestOptions(
         num_steps=20, min_learning_rate=1e-2, max_learning_rate=1e5)
