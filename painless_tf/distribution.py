@@ -22,8 +22,15 @@ handled here:
   on dict inputs under multi-worker, and on scalar logs
   (tensorflow/tensorflow#72388): `symbolic_build` builds from the first
   replica's local batch instead.
+- On one replica Keras' `TFOptimizer` all-reduces the gradients through
+  `ReplicaContext.all_reduce`, a `tf.custom_gradient` whose gradient
+  function TensorFlow registers process-wide for good when traced; it held
+  every weight and slot of a finished trainer in memory (a leak of the kind
+  reported in tensorflow/tensorflow#61791 and keras-team/tf-keras#286):
+  `apply_gradients` skips that sum of one.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -133,14 +140,53 @@ def apply_gradients(optimizer, grads, variables):
     non-finite value anywhere skips the whole update, halves the scale and
     leaves every weight and the step counter untouched.
     """
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        # Keras 3.15.1: `LossScaleOptimizer.apply` raises in cross-replica
-        # context (`_tf_apply`); `_common_apply` is its backend-agnostic path
-        # (finite check, unscale, inner apply, grow or shrink the scale), and
-        # in cross-replica context it needs no `merge_call`.
-        optimizer._common_apply(grads, trainable_variables=variables)
-    else:
-        optimizer.apply(grads, variables)
+    with _no_one_replica_all_reduce(optimizer):
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Keras 3.15.1: `LossScaleOptimizer.apply` raises in
+            # cross-replica context (`_tf_apply`); `_common_apply` is its
+            # backend-agnostic path (finite check, unscale, inner apply, grow
+            # or shrink the scale), and in cross-replica context it needs no
+            # `merge_call`.
+            optimizer._common_apply(grads, trainable_variables=variables)
+        else:
+            optimizer.apply(grads, variables)
+
+
+@contextlib.contextmanager
+def _no_one_replica_all_reduce(optimizer):
+    """Skips Keras' gradient all-reduce where there is one replica.
+
+    On the default strategy (and `OneDeviceStrategy`) there is always a
+    replica context, so Keras 3.15.1's `TFOptimizer._all_reduce_sum_gradients`
+    all-reduces the gradients over the one replica: a sum of one, but
+    `ReplicaContext.all_reduce` is a `tf.custom_gradient`, and in a traced
+    function TensorFlow 2.21 registers each one's gradient function in its
+    process-wide gradient registry, for good. That function holds the traced
+    graph, the graph holds the captured variable handles, and so every
+    weight and optimizer slot of a trainer stayed in memory after the
+    trainer was gone (the LR range test's and the probes' trainers through
+    the whole run). `tests/test_engine.py`,
+    `test_a_deleted_trainer_frees_its_variables`, checks that none stays.
+    With more than one replica the all-reduce runs as before (the engine
+    applies in cross-replica context, where Keras makes none).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync != 1:
+        yield
+        return
+    inner = getattr(optimizer, "inner_optimizer", None)
+    patched = [o for o in (optimizer, inner) if o is not None]
+    for o in patched:
+        o._all_reduce_sum_gradients = _unchanged
+    try:
+        yield
+    finally:
+        for o in patched:
+            del o._all_reduce_sum_gradients
+
+
+def _unchanged(grads_and_vars):
+    return grads_and_vars
 
 
 def loss_tracker(model):
