@@ -206,7 +206,17 @@ def symbolic_build(model, distributed_batch):
     inputs under `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388).
     Only shapes and dtypes matter here, so the first local replica's batch
     serves as well as a mean.
+
+    Builds only what is unbuilt. Keras 3.15.1 traces the whole model
+    symbolically again whenever a layer is unbuilt, and a keras-hub
+    preprocessor and its tokenizer never are (they hold no weights and are
+    not part of the step), so every `train_on_batch` and `test_on_batch`
+    call, one per update and probe batch of the LR range test and the
+    precision probe, paid a symbolic pass of the model (about 0.2 s on
+    MiniLM-L6; `docs/benchmarks.md`, "Time to the first step").
     """
+    if _built(model):
+        return
     strategy = model.distribute_strategy
     local = tf.nest.map_structure(
         lambda v: strategy.experimental_local_results(v)[0]
@@ -216,6 +226,22 @@ def symbolic_build(model, distributed_batch):
     )
     with strategy.scope():
         model._symbolic_build(data_batch=local)
+
+
+def _built(model):
+    """Whether Keras' symbolic build would build nothing: every layer outside
+    a keras-hub preprocessor, the compiled metrics and loss, and the
+    optimizer are built."""
+    inner = getattr(model, "model", None)
+    preprocessor = getattr(inner, "preprocessor", None)
+    skip = ({id(layer) for layer in preprocessor._flatten_layers()}
+            if preprocessor is not None else set())
+    if not all(layer.built for layer in model._flatten_layers()
+               if id(layer) not in skip):
+        return False
+    parts = (getattr(model, name, None)
+             for name in ("_compile_metrics", "_compile_loss", "optimizer"))
+    return all(part is None or part.built for part in parts)
 
 
 def distribute_batches(strategy, make_slice):

@@ -18,6 +18,7 @@ import pytest
 
 from bench import gpu_check
 from bench import peer_env
+from bench import startup
 from bench import suite_time
 from bench import suites
 from bench import tables
@@ -398,7 +399,7 @@ def test_peer_rows_are_the_splits_rows(tmp_path):
 
 
 @pytest.mark.parametrize("module", [suites, tables, workloads, gpu_check,
-                                    peer_env, suite_time])
+                                    peer_env, suite_time, startup])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

@@ -14,6 +14,7 @@ import itertools
 import weakref
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -365,3 +366,32 @@ def test_a_deleted_trainer_frees_its_variables(k, fused_update):
     variable = train_and_delete()
     assert _live_graphs() == before
     assert variable() is None
+
+
+@pytest.mark.parametrize("with_preprocessor", [True, False])
+def test_the_model_is_traced_symbolically_once_not_per_call(
+        monkeypatch, with_preprocessor):
+    # A keras-hub preprocessor and its tokenizer are never "built": Keras
+    # 3.15.1 alone traced the whole model symbolically again in every
+    # train_on_batch and test_on_batch call (the range test's updates and
+    # probe batches).
+    from keras.src import backend
+    from painless_tf import trainers
+
+    model = tiny.tiny_classifier(num_classes=2)
+    if with_preprocessor:
+        model.preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+            tokenizer=tiny.tiny_tokenizer(), sequence_length=16)
+    trainer = trainers.make_trainer(model, learning_rate=1e-3)
+    traced = []
+    real = backend.compute_output_spec
+    monkeypatch.setattr(backend, "compute_output_spec",
+                        lambda *a, **k: traced.append(1) or real(*a, **k))
+    x, y, w = tiny.token_batch(4, num_classes=2)
+    trainer.train_on_batch(x, y, sample_weight=w)
+    first = len(traced)
+    assert first >= 1
+    for _ in range(2):
+        trainer.train_on_batch(x, y, sample_weight=w)
+        trainer.test_on_batch(x, y, sample_weight=w)
+    assert len(traced) == first
