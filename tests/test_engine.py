@@ -395,3 +395,22 @@ def test_the_model_is_traced_symbolically_once_not_per_call(
         trainer.train_on_batch(x, y, sample_weight=w)
         trainer.test_on_batch(x, y, sample_weight=w)
     assert len(traced) == first
+
+
+def test_batches_of_several_lengths_trace_the_update_once(monkeypatch):
+    # train_on_batch / test_on_batch on batches of new lengths (the LR range
+    # test's) reuse one trace for any length, as `fit` on buckets does.
+    from painless_tf import trainers
+
+    traced = []
+    real = Trainer._replica_train_step
+    monkeypatch.setattr(
+        Trainer, "_replica_train_step",
+        lambda self, data: traced.append(1) or real(self, data))
+    trainer = trainers.make_trainer(tiny.tiny_classifier(num_classes=2),
+                                    learning_rate=1e-3)
+    for seq in (16, 8, 12, 16):
+        x, y, w = tiny.token_batch(4, seq=seq, num_classes=2)
+        trainer.train_on_batch(x, y, sample_weight=w)
+        trainer.test_on_batch(x, y, sample_weight=w)
+    assert len(traced) == 1
