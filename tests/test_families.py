@@ -78,6 +78,35 @@ def test_pipeline_packs_like_the_family_preprocessor(family):
                 3 if family in ("roberta", "xlm_roberta") else 2)
 
 
+@pytest.mark.parametrize("family", families.FAMILIES)
+def test_batches_of_several_lengths_train_every_family_on_one_trace(
+        family, tmp_path, monkeypatch):
+    # The LR range test's path: train_on_batch / test_on_batch on batches of
+    # new lengths, traced once for any length (`engine._any_length`).
+    from painless_tf import trainers
+
+    traced = []
+    real = Trainer._replica_train_step
+    monkeypatch.setattr(
+        Trainer, "_replica_train_step",
+        lambda self, batch: traced.append(1) or real(self, batch))
+    folder = families.write_preset(family, tmp_path / family)
+    trainer = trainers.make_trainer(
+        models.load_classifier(str(folder), num_classes=2),
+        learning_rate=1e-3)
+    rng = np.random.default_rng(0)
+    for seq in (8, 12, families.SEQUENCE_LENGTH):
+        x = {"token_ids": rng.integers(5, 20, (4, seq)).astype("int32"),
+             "padding_mask": np.ones((4, seq), bool),
+             "segment_ids": np.zeros((4, seq), "int32")}
+        y = np.array([0, 1, 0, 1])
+        logs = trainer.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"])
+        assert np.isfinite(trainer.test_on_batch(x, y, return_dict=True)[
+            "loss"])
+    assert len(traced) == 1
+
+
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
