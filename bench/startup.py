@@ -5,10 +5,10 @@
 
 Runs `painless_tf.run.prepare` with the data and plan flags of
 `apps/finetune.py` (default: the zero-flag run's model and data) as that
-app does, then builds the run's
-trainer, and prints the seconds since launch, the resident memory (VmRSS)
-and the peak (`ru_maxrss`) at each stage: imports, tokenizing, the CPU
-precision probe's measurement (absent when `probes.json` in the cache
+app does, then builds the run's trainer, and prints the seconds since
+launch, the resident memory (VmRSS) and the peak (VmHWM; both read by
+`bench.workloads`) at each stage: imports, tokenizing, the CPU precision
+probe's measurement (absent when `probes.json` in the cache
 folder already holds its answer for this machine and model, or the
 precision is given), the LR range test, the plan, the trainer. The numbers
 depend on the machine and its load: read them, compare them only with a run
@@ -16,34 +16,18 @@ on the same machine, and never assert them.
 """
 
 import functools
-import resource
 import time
 
 _START = time.perf_counter()
 
 from absl import app  # noqa: E402
 
+from bench import workloads  # noqa: E402
 from painless_tf import distribution  # noqa: E402
 from painless_tf import flags as painless_flags  # noqa: E402
 from painless_tf import lr_finder  # noqa: E402
 from painless_tf import precision  # noqa: E402
 from painless_tf import run  # noqa: E402
-
-# Bytes per KiB: Linux reports VmRSS and `ru_maxrss` in KiB.
-_KIB = 1024
-
-
-def _rss_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / _KIB
-    return float("nan")
-
-
-def _peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _KIB
-
 
 class Stages:
     """Marks of `(stage, seconds since launch, RSS MiB, peak MiB)`."""
@@ -52,8 +36,9 @@ class Stages:
         self.marks = []
 
     def mark(self, stage):
-        self.marks.append((stage, time.perf_counter() - _START, _rss_mib(),
-                           _peak_mib()))
+        self.marks.append((stage, time.perf_counter() - _START,
+                           workloads.current_rss_mib(),
+                           workloads.peak_rss_mib()))
 
     def around(self, stage, function):
         """`function`, marking the stage's start and end."""
